@@ -1,0 +1,1 @@
+"""The VQGAN tokenizer, the tokenize job and tokenizer training."""

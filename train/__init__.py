@@ -1,0 +1,1 @@
+"""Training on token shards: stream, model, loop, visual prompting."""

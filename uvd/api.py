@@ -1,0 +1,82 @@
+"""What a source and a sentence builder are: small named objects the build engine drives.
+
+A source plans work units (JSON payloads: file lists, row ranges) and reads one unit into
+`Item`s (or `Failed` for items it cannot read). A builder turns items into sentences:
+`process(item)` per item, `finish()` at the end of the unit for builders that group items.
+An exception escaping `process` fails that one item (its message becomes the audit reason);
+items that end in no sentence and no failure are audited as `unused`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable, Iterator, Union
+
+import numpy as np
+
+from uvd import seeding
+from uvd.config import ImageSpec, Strict
+from uvd.image import to_sentence_image
+from uvd.records import Failed, ImageLike, Item, VisualSentence
+
+
+class NoOptions(Strict):
+    pass
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a source or builder may know of the build: the seed, its dataset name, the image spec."""
+
+    dataset: str  # the dataset's name: the `source` column and directory of its shards
+    seed: int = 0
+    image: ImageSpec = field(default_factory=ImageSpec)
+    max_images: int = 16
+
+    def rng(self, item_id: str, *extra: Any) -> np.random.Generator:
+        return seeding.rng_for(self.seed, self.dataset, item_id, *extra)
+
+    def sentence_id(self, original_ids: list[str], recipe: dict[str, Any]) -> str:
+        return seeding.sentence_id(self.dataset, original_ids, recipe, self.seed)
+
+    def photo(self, image: ImageLike) -> np.ndarray:
+        """Decode (defensively) and normalise one photo to size×size RGB."""
+        return to_sentence_image(image, self.image)
+
+
+class Source:
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[Strict]] = NoOptions
+
+    def __init__(self, options: Any, ctx: BuildContext) -> None:
+        self.options = options
+        self.ctx = ctx
+
+    def plan(self, items_per_unit: int) -> list[dict[str, Any]]:
+        """Deterministic list of unit payloads (JSON-able), from the inputs' own names/ids."""
+        raise NotImplementedError
+
+    def read(self, payload: dict[str, Any]) -> Iterator[Union[Item, Failed]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release per-worker resources (renderers, decoder processes)."""
+
+
+class Builder:
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[Strict]] = NoOptions
+
+    def __init__(self, options: Any, ctx: BuildContext) -> None:
+        self.options = options
+        self.ctx = ctx
+
+    def process(self, item: Item) -> Iterable[Union[VisualSentence, Failed]]:
+        raise NotImplementedError
+
+    def finish(self) -> Iterable[Union[VisualSentence, Failed]]:
+        return ()
+
+
+def chunk(names: list[Any], size: int) -> list[list[Any]]:
+    """Split an already-sorted list into units of at most `size`."""
+    return [names[i:i + size] for i in range(0, len(names), size)]

@@ -1,0 +1,124 @@
+"""The typed build config, loaded from YAML with clear errors (unknown keys, wrong types, missing paths)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from uvd.errors import ConfigError
+
+
+class Strict(BaseModel):
+    # Unknown keys are an error: a typo in a config must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ImageSpec(Strict):
+    size: int = Field(256, ge=8)
+    resize: Literal["center_crop", "squash", "pad"] = "center_crop"
+    jpeg_quality: int = Field(95, ge=1, le=100)
+    # Decompression-bomb guard: a header claiming more pixels than this is refused before decoding.
+    max_pixels: int = Field(100_000_000, ge=1)
+
+
+class DatasetConfig(Strict):
+    name: str = ""  # directory under sentences/ and the shards' `source` column; defaults to `source`
+    source: str
+    source_args: dict[str, Any] = Field(default_factory=dict)
+    builder: str = "single"
+    builder_args: dict[str, Any] = Field(default_factory=dict)
+    items_per_unit: int = Field(256, ge=1)
+
+    @property
+    def key(self) -> str:
+        return self.name or self.source
+
+
+class RunConfig(Strict):
+    workers: int = Field(0, ge=0)  # CPUs for a local Ray; 0 = all. Ignored when joining RAY_ADDRESS
+    max_in_flight: int = Field(0, ge=0)  # units submitted at once; 0 = 2 × workers
+    max_retries: int = Field(2, ge=0)  # Ray retries of a unit whose task failed (crash, lost node)
+    unit_timeout_s: float = Field(3600, gt=0)
+
+
+class BuildConfig(Strict):
+    out: str = "out"
+    seed: int = 0
+    image: ImageSpec = Field(default_factory=ImageSpec)
+    max_images_per_sentence: int = Field(16, ge=1)
+    row_group_bytes: int = Field(32 << 20, ge=1 << 16)
+    run: RunConfig = Field(default_factory=RunConfig)
+    datasets: list[DatasetConfig]
+
+    @field_validator("datasets")
+    @classmethod
+    def _unique_names(cls, datasets: list[DatasetConfig]) -> list[DatasetConfig]:
+        keys = [d.key for d in datasets]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(f"dataset names must be unique; repeated: {dupes} (set `name:`)")
+        return datasets
+
+    def dataset(self, key: str) -> DatasetConfig:
+        for d in self.datasets:
+            if d.key == key:
+                return d
+        raise KeyError(key)
+
+    def hash(self) -> str:
+        """Hash of everything that shapes the shards (not `out` nor how many workers run)."""
+        body = self.model_dump(mode="json", exclude={"out", "run"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def format_validation_error(err: ValidationError, where: str) -> str:
+    lines = [f"{where}: invalid config"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_model(model: type[BaseModel], data: Any, where: str) -> Any:
+    try:
+        return model.model_validate(data if data is not None else {})
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, where)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> BuildConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    data = resolve_relative_paths(data, path.parent)
+    data.update(overrides or {})
+    return parse_model(BuildConfig, data, str(path))
+
+
+def resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Paths in `source_args` that start with ./ or ../ are relative to the config file."""
+    for ds in data.get("datasets") or []:
+        args = ds.get("source_args") if isinstance(ds, dict) else None
+        if isinstance(args, dict):
+            for k, v in args.items():
+                if isinstance(v, str) and (v.startswith("./") or v.startswith("../")):
+                    args[k] = str((base / v).resolve())
+    return data
+
+
+def require_path(value: str, what: str) -> str:
+    """For source options: a local path that must exist (URLs with a scheme are left to fsspec)."""
+    if "://" not in value and not Path(value).exists():
+        raise ConfigError(f"{what}: path does not exist: {value}")
+    return value

@@ -1,0 +1,13 @@
+"""Errors that mean "this input item is bad", as opposed to a bug or a failing machine."""
+
+
+class BadInput(Exception):
+    """An input item cannot be used; the message is its audit reason, "<kind>: <detail>"."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+
+
+class ConfigError(ValueError):
+    """A build config is wrong: unknown key, wrong type, missing path."""
