@@ -22,3 +22,7 @@ def audit_shard(out: str, dataset: str, unit: str) -> str:
 
 def manifest(out: str) -> str:
     return join(out, "manifest.json")
+
+
+def relative(out: str, url: str) -> str:
+    return url[len(out.rstrip("/")) + 1:] if url.startswith(out.rstrip("/") + "/") else url

@@ -13,7 +13,7 @@ from uvd.api import Builder, BuildContext, Source
 from uvd.audit import AuditLog
 from uvd.errors import BadInput
 from uvd.config import BuildConfig, DatasetConfig, parse_model
-from uvd.layout import audit_shard, sentence_shard, stats_file
+from uvd.layout import audit_shard, relative, sentence_shard, stats_file
 from uvd.records import Failed, VisualSentence
 from uvd.seeding import stable_hash
 from uvd.shards import sentence_row, sentence_writer
@@ -125,8 +125,10 @@ def run_unit(cfg: BuildConfig, dataset: str, unit: str, payload: dict[str, Any],
         "images": images,
         "tasks": dict(sorted(by_task.items())),
         "steps": dict(steps),
-        "shard": {"path": shard_url, "rows": info.rows, "bytes": info.bytes, "sha256": info.sha256},
-        "audit": {"path": audit_url, "rows": counts["inputs"], "bytes": audit_info.bytes, "sha256": audit_info.sha256},
+        # Paths relative to the output, so a finished build can be moved or copied as a whole.
+        "shard": {"path": relative(out, shard_url), "rows": info.rows, "bytes": info.bytes, "sha256": info.sha256},
+        "audit": {"path": relative(out, audit_url), "rows": counts["inputs"], "bytes": audit_info.bytes,
+                  "sha256": audit_info.sha256},
         "seconds": {k: round(v, 4) for k, v in {**seconds, "total": time.perf_counter() - t0}.items()},
     }
     write_json(stats_file(shard_url), stats)  # last: from now on the unit counts as done

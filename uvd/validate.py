@@ -1,0 +1,106 @@
+"""`uvd validate OUT`: the manifest against the files; exit non-zero with a list of problems."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from uvd import codec
+from uvd.layout import manifest as manifest_url
+from uvd.schema import AUDIT_SCHEMA, SENTENCE_SCHEMA
+from uvd.shards import iter_rows, open_parquet, read_table
+from uvd.storage import exists, glob, join, read_json, sha256_of
+
+
+def _schema_problem(url: str, expected: Any) -> str | None:
+    got = open_parquet(url).schema_arrow.remove_metadata()
+    if not got.equals(expected.remove_metadata()):
+        return f"{url}: schema differs from v1: {got}"
+    return None
+
+
+def _check_sentences(url: str, size: int, seen_ids: dict[str, str], problems: list[str], decode: bool) -> int:
+    rows = 0
+    for row in iter_rows(url):
+        rows += 1
+        sid = row["sentence_id"]
+        if sid in seen_ids:
+            problems.append(f"{url}: duplicate sentence_id {sid} (also in {seen_ids[sid]})")
+        seen_ids[sid] = url
+        if row["num_images"] != len(row["images"]) or not row["images"]:
+            problems.append(f"{url}: sentence {sid}: num_images {row['num_images']} != {len(row['images'])}")
+        if decode:
+            for i, data in enumerate(row["images"]):
+                try:
+                    shape = codec.decode(data).shape
+                except Exception as err:
+                    problems.append(f"{url}: sentence {sid} image {i} does not decode: {err}")
+                    continue
+                if shape != (size, size, 3):
+                    problems.append(f"{url}: sentence {sid} image {i} has shape {shape}, expected {size}x{size}x3")
+    return rows
+
+
+def validate(out: str, decode_images: bool = True) -> list[str]:
+    out = out.rstrip("/")
+    problems: list[str] = []
+    if not exists(manifest_url(out)):
+        return [f"{out}: no manifest.json (the build has not finished)"]
+    manifest = read_json(manifest_url(out))
+    size = manifest["config"]["image"]["size"]
+    for u in manifest["units"]:
+        if u["status"] != "done":
+            problems.append(f"unit {u['dataset']}/{u['unit']} not done: {u.get('error')}")
+    listed = set()
+    seen_ids: dict[str, str] = {}
+    for shard in manifest["shards"]:
+        url = join(out, shard["path"])
+        listed.add(shard["path"])
+        if not exists(url):
+            problems.append(f"{shard['path']}: listed in the manifest but missing")
+            continue
+        sha, nbytes = sha256_of(url)
+        if (sha, nbytes) != (shard["sha256"], shard["bytes"]):
+            problems.append(f"{shard['path']}: sha256/bytes differ from the manifest")
+        expected = SENTENCE_SCHEMA if shard["kind"] == "sentences" else AUDIT_SCHEMA
+        if (prob := _schema_problem(url, expected)) is not None:
+            problems.append(prob)
+            continue
+        if shard["kind"] == "sentences":
+            rows = _check_sentences(url, size, seen_ids, problems, decode_images)
+        else:
+            audit = read_table(url).to_pylist()
+            rows = len(audit)
+            bad = [r for r in audit if r["status"] not in ("ok", "failed") or (r["status"] == "failed") != bool(r["error"])]
+            if bad:
+                problems.append(f"{shard['path']}: {len(bad)} audit rows neither ok nor failed-with-reason")
+        if rows != shard["rows"]:
+            problems.append(f"{shard['path']}: {rows} rows, manifest says {shard['rows']}")
+    for u in manifest["units"]:
+        if u["status"] == "done" and u["inputs"] != u["ok"] + u["failed"]:
+            problems.append(f"unit {u['dataset']}/{u['unit']}: inputs {u['inputs']} != ok + failed")
+    for kind in ("sentences", "audit"):
+        for url in glob(out, f"{kind}/*/part-*"):
+            rel = url[len(out) + 1:] if url.startswith(out) else url.split(f"/{kind}/", 1)[-1]
+            if ".tmp-" in url:
+                problems.append(f"{rel}: leftover temporary file")
+            elif url.endswith(".parquet") and not any(url.endswith(p) for p in listed):
+                problems.append(f"{rel}: shard not in the manifest (uncommitted)")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="uvd validate", description=__doc__)
+    p.add_argument("out", help="output folder or URL of a build")
+    p.add_argument("--no-decode", action="store_true", help="skip decoding every image (faster)")
+    args = p.parse_args(argv)
+    problems = validate(args.out, decode_images=not args.no_decode)
+    if problems:
+        print(f"{len(problems)} problems:")
+        for prob in problems:
+            print("  " + prob)
+        return 1
+    manifest = read_json(manifest_url(args.out.rstrip("/")))
+    t = manifest["totals"]
+    print(f"OK: {t['units_done']} units, {t['sentences']} sentences, {t['images']} images, "
+          f"inputs {t['inputs']} = ok {t['ok']} + failed {t['failed']}")
+    return 0
