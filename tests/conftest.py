@@ -1,0 +1,78 @@
+"""Shared fixtures: the bundled samples and small inputs made in real formats."""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    assert SAMPLES.is_dir(), "sample_data/ must ship with the repository"
+    return SAMPLES
+
+
+def jpeg_bytes(img: np.ndarray, quality: int = 92, **save_kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=quality, **save_kwargs)
+    return buf.getvalue()
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", arr)
+    assert ok
+    return buf.tobytes()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width×height but carries almost no data (a decompression bomb's shape)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+
+
+def gradient(h: int, w: int) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.dstack([(x * 255 // max(w - 1, 1)), (y * 255 // max(h - 1, 1)), np.full_like(x, 128)]).astype(np.uint8)
+
+
+BAD_AND_ODD = {
+    # name: (bytes maker, expected audit reason kind or None when it must succeed)
+    "truncated.jpg": (lambda: jpeg_bytes(gradient(300, 400))[:2000], "decode"),
+    "empty.jpg": (lambda: b"", "empty"),
+    "alpha.png": (lambda: png_bytes(np.dstack([gradient(120, 160)[:, :, ::-1], np.full((120, 160), 128, np.uint8)])), None),
+    "deep16.png": (lambda: png_bytes((gradient(120, 160).astype(np.uint16) * 257)), None),
+    "cmyk.jpg": (lambda: _cmyk_jpeg(), None),
+    "grey.jpg": (lambda: jpeg_bytes(gradient(200, 300)[:, :, 0]), None),
+    "bomb.png": (lambda: png_header_only(30000, 30000), "too_large"),
+    "text.jpg": (lambda: b"I am a text file pretending to be a JPEG\n", "decode"),
+}
+
+
+def _cmyk_jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(gradient(150, 200)).convert("CMYK").save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def odd_folder(tmp_path: Path, samples: Path) -> Path:
+    """Real photos plus every bad or unusual input the backbone must survive."""
+    root = tmp_path / "in"
+    (root / "good").mkdir(parents=True)
+    (root / "odd").mkdir()
+    for f in sorted(samples.glob("images/*.jpg")):
+        (root / "good" / f.name).write_bytes(f.read_bytes())
+    for name, (make, _) in BAD_AND_ODD.items():
+        (root / "odd" / name).write_bytes(make())
+    return root
