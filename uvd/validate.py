@@ -40,6 +40,21 @@ def _check_sentences(url: str, size: int, seen_ids: dict[str, str], problems: li
     return rows
 
 
+def _check_shard(url: str, kind: str, size: int, seen_ids: dict[str, str], problems: list[str],
+                 decode: bool) -> int | None:
+    expected = SENTENCE_SCHEMA if kind == "sentences" else AUDIT_SCHEMA
+    if (prob := _schema_problem(url, expected)) is not None:
+        problems.append(prob)
+        return None
+    if kind == "sentences":
+        return _check_sentences(url, size, seen_ids, problems, decode)
+    audit = read_table(url).to_pylist()
+    bad = [r for r in audit if r["status"] not in ("ok", "failed") or (r["status"] == "failed") != bool(r["error"])]
+    if bad:
+        problems.append(f"{url}: {len(bad)} audit rows neither ok nor failed-with-reason")
+    return len(audit)
+
+
 def validate(out: str, decode_images: bool = True) -> list[str]:
     out = out.rstrip("/")
     problems: list[str] = []
@@ -61,19 +76,12 @@ def validate(out: str, decode_images: bool = True) -> list[str]:
         sha, nbytes = sha256_of(url)
         if (sha, nbytes) != (shard["sha256"], shard["bytes"]):
             problems.append(f"{shard['path']}: sha256/bytes differ from the manifest")
-        expected = SENTENCE_SCHEMA if shard["kind"] == "sentences" else AUDIT_SCHEMA
-        if (prob := _schema_problem(url, expected)) is not None:
-            problems.append(prob)
+        try:
+            rows = _check_shard(url, shard["kind"], size, seen_ids, problems, decode_images)
+        except Exception as err:  # a damaged file is a finding, not a crash of the validator
+            problems.append(f"{shard['path']}: unreadable: {type(err).__name__}: {err}")
             continue
-        if shard["kind"] == "sentences":
-            rows = _check_sentences(url, size, seen_ids, problems, decode_images)
-        else:
-            audit = read_table(url).to_pylist()
-            rows = len(audit)
-            bad = [r for r in audit if r["status"] not in ("ok", "failed") or (r["status"] == "failed") != bool(r["error"])]
-            if bad:
-                problems.append(f"{shard['path']}: {len(bad)} audit rows neither ok nor failed-with-reason")
-        if rows != shard["rows"]:
+        if rows is not None and rows != shard["rows"]:
             problems.append(f"{shard['path']}: {rows} rows, manifest says {shard['rows']}")
     for u in manifest["units"]:
         if u["status"] == "done" and u["inputs"] != u["ok"] + u["failed"]:
