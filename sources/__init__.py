@@ -2,4 +2,9 @@
 
 BUILTIN: dict[str, str] = {
     "image_folder": "sources.image_folder:ImageFolderSource",
+    "laion": "sources.laion:LaionSource", "img2dataset": "sources.img2dataset_output:Img2datasetSource",
+    "video": "sources.video:VideoSource", "annotated_video": "sources.annotated_video:AnnotatedVideoSource",
+    "objaverse": "sources.objaverse:ObjaverseSource",
+    "coco": "sources.coco:CocoSource",
+    "segmentation": "sources.segmentation:SegmentationSource", "depth": "sources.depth:DepthSource", "paired": "sources.paired:PairedSource",
 }

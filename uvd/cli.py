@@ -14,6 +14,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("uvd.inspect", "summarise a shard, a dataset folder or an output; draw a contact sheet"),
     "validate": ("uvd.validate", "check an output against its manifest; non-zero exit on problems"),
     "demo": ("uvd.demo", "write sample inputs, build, validate, inspect: end to end in minutes"),
+    "tokenize": ("tokenize_job.cli_tokenize", "sentence shards → token shards with a VQGAN (Ray Data actor pool)"),
+    "tokenizer train": ("tokenize_job.cli_tokenizer_train", "train a VQGAN tokenizer on sentence-shard images"),
+    "pseudo-label": ("renderers.labeler", "label a folder of photos with a local expert model (depth, normals, segmentation files)"),
 }
 
 

@@ -114,6 +114,8 @@ def resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             for k, v in args.items():
                 if isinstance(v, str) and (v.startswith("./") or v.startswith("../")):
                     args[k] = str((base / v).resolve())
+                elif isinstance(v, list):  # a list of paths (e.g. coco `annotations`)
+                    args[k] = [str((base / p).resolve()) if isinstance(p, str) and p.startswith(("./", "../")) else p for p in v]
     return data
 
 

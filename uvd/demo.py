@@ -9,15 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from uvd import codec
 
 # Each: "module:function", function(workdir: Path, stack: ExitStack) -> list of dataset entries.
 DEMO_INPUTS: list[str] = [
     "uvd.demo:image_inputs",
+    "sources.laion_demo:laion_inputs",
+    "sources.objects_demo:objects_inputs",
+    "sources.annotations_demo:coco_inputs",
+    "sources.annotations_b_demo:dense_pair_inputs",
 ]
 # Each: "module:function", function(out: str, workdir: Path) -> None, run after the build.
-DEMO_AFTER: list[str] = []
+DEMO_AFTER: list[str] = ["tokenize_job.demo:tokenizer_step"]
 
 
 def samples_dir() -> Path:
@@ -64,13 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--only", nargs="*", help="run only these input steps (function names)")
+    p.add_argument("--skip-after", action="store_true", help="stop after the build (no tokenize/train steps)")
     args = p.parse_args(argv)
 
     from uvd.config import parse_model, BuildConfig
     from uvd.inspect import inspect_path, contact_sheet
     from uvd.runner import build
     from uvd.validate import validate
-    from uvd.storage import write_json
 
     out = Path(args.out).resolve()
     workdir = out / "inputs"
@@ -82,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             datasets += _load(spec)(workdir, stack)
         cfg = parse_model(BuildConfig, {"out": str(out / "build"), "seed": 0, "datasets": datasets}, "demo")
-        write_json(str(out / "demo-config.json"), cfg.model_dump(mode="json"))
+        # The same build can be rerun (or submitted to a cluster) with `uvd build <out>/demo-config.yaml`.
+        (out / "demo-config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         summary = build(cfg, workers=args.workers)
     problems = validate(cfg.out)
     print(f"\nvalidate: {'OK' if not problems else f'{len(problems)} problems'}")
@@ -92,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     print(inspect_path(cfg.out))
     sheet = out / "contact_sheet.png"
     contact_sheet(cfg.out, 0, str(sheet))
-    for spec in DEMO_AFTER:
+    for spec in [] if args.skip_after else DEMO_AFTER:
         _load(spec)(cfg.out, workdir)
     print(f"\ninputs:        {workdir}\nsentences:     {cfg.out}/sentences\naudit:         {cfg.out}/audit"
           f"\nmanifest:      {cfg.out}/manifest.json\ncontact sheet: {sheet}")

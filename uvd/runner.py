@@ -67,7 +67,8 @@ def init_ray(workers: int) -> None:
     if os.environ.get("RAY_ADDRESS"):  # a cluster, or `ray job submit` (which sets it)
         ray.init(log_to_driver=True)
     else:
-        ray.init(num_cpus=workers or None, include_dashboard=False, log_to_driver=True)
+        # "local": never attach by accident to another cluster `ray start` left on this machine.
+        ray.init(address="local", num_cpus=workers or None, include_dashboard=False, log_to_driver=True)
 
 
 def _progress(done: int, total: int, summary: Summary, t0: float, name: str) -> None:

@@ -1,0 +1,215 @@
+"""Task functions of part B (see sentence_builders/tasks.py for the contract): dense maps from
+annotated sources, low-level pairs generated from any photo, real input/target pairs, and
+pseudo-labels from a local expert model.
+
+Each returns one example, `[(x, lossless), (y, lossless)]`, both ctx.image.size square RGB:
+photos and degraded photos are stored as JPEG, rendered maps (depth, normals, edges,
+segmentation, keypoints) losslessly. Dense maps are resized with nearest-neighbour on the
+same crop as their photo, so classes and depth values are never blended and stay aligned.
+Options are keyword arguments with defaults (a builder may pass them as `task_args`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+from renderers import degrade
+from renderers.depth import colour_depth, colour_normals, default_intrinsics, normals_from_depth, valid_depth
+from renderers.edges import canny
+from renderers.palette import colorize
+from uvd.api import BuildContext
+from uvd.errors import BadInput
+from uvd.image import decode_image, normalise
+from uvd.records import Item
+
+Example = list[tuple[np.ndarray, bool]]
+
+
+def _full(img: Any, ctx: BuildContext) -> np.ndarray:
+    return img if isinstance(img, np.ndarray) else decode_image(bytes(img), ctx.image)
+
+
+def _full_photo(item: Item, ctx: BuildContext) -> np.ndarray:
+    """The photo decoded at full size: dense maps are checked against its exact shape."""
+    if not item.images:
+        raise BadInput("no_image", "item has no photo")
+    return _full(item.images[0], ctx)
+
+
+def _annotation(item: Item, key: str, hint: str) -> Any:
+    value = item.annotations.get(key)
+    if value is None:
+        raise BadInput("no_annotation", f"item has no {key} ({hint})")
+    return value
+
+
+def _same_size(photo: np.ndarray, ann: np.ndarray, what: str) -> None:
+    if photo.shape[:2] != ann.shape[:2]:
+        raise BadInput("size_mismatch", f"{what} is {ann.shape[1]}x{ann.shape[0]} but its image is "
+                                        f"{photo.shape[1]}x{photo.shape[0]}")
+
+
+def _nearest(arr: np.ndarray, ctx: BuildContext) -> np.ndarray:
+    return normalise(arr, ctx.image, interpolation=cv2.INTER_NEAREST)
+
+
+# --- dense annotations -------------------------------------------------------------------------
+
+def semantic_segmentation(item: Item, ctx: BuildContext, rng: np.random.Generator) -> Example:
+    """Photo → its label map through the shared palette (0 = unlabelled/ignored = black)."""
+    labels = np.asarray(_annotation(item, "label_map", "use the `segmentation` source"))
+    photo = _full_photo(item, ctx)
+    _same_size(photo, labels, "label map")
+    small = _nearest(labels.astype(np.int32), ctx)
+    return [(normalise(photo, ctx.image), False), (colorize(small), True)]
+
+
+def depth(item: Item, ctx: BuildContext, rng: np.random.Generator, colormap: str | None = None,
+          inverse: bool = False, percentiles: tuple[float, float] = (2.0, 98.0)) -> Example:
+    """Photo → depth, near = bright, per-image 2nd–98th percentile of valid depth (renderers/depth.py)."""
+    d = np.asarray(_annotation(item, "depth", "use the `depth` source or the pseudo_depth task"), np.float32)
+    photo = _full_photo(item, ctx)
+    _same_size(photo, d, "depth map")
+    if not valid_depth(d).any():
+        raise BadInput("depth", "no valid depth value (all zero or non-finite)")
+    small = _nearest(d, ctx)
+    return [(normalise(photo, ctx.image), False), (colour_depth(small, percentiles=percentiles, colormap=colormap,
+                                                               inverse=inverse), True)]
+
+
+def normals(item: Item, ctx: BuildContext, rng: np.random.Generator) -> Example:
+    """Photo → surface normals, from ground truth when the item has them, else from its depth."""
+    photo = _full_photo(item, ctx)
+    n = item.annotations.get("normals")
+    if n is not None:
+        n = np.asarray(n, np.float32)
+        _same_size(photo, n, "normal map")
+    else:
+        d = np.asarray(_annotation(item, "depth", "normals need ground-truth normals or depth"), np.float32)
+        _same_size(photo, d, "depth map")
+        if not valid_depth(d).any():
+            raise BadInput("depth", "no valid depth value (all zero or non-finite)")
+        h, w = d.shape
+        intr = item.annotations.get("intrinsics") or default_intrinsics(w, h, item.annotations.get("fov_deg", 60.0))
+        n = normals_from_depth(d, tuple(intr))
+    return [(normalise(photo, ctx.image), False), (colour_normals(_nearest(n, ctx)), True)]
+
+
+# --- generated from any photo ------------------------------------------------------------------
+
+def _photo(item: Item, ctx: BuildContext) -> np.ndarray:
+    if not item.images:
+        raise BadInput("no_image", "item has no photo")
+    return ctx.photo(item.images[0])
+
+
+def edges(item: Item, ctx: BuildContext, rng: np.random.Generator, low: float = 100.0, high: float = 200.0,
+          blur_sigma: float = 0.0) -> Example:
+    """Photo → Canny edges (white on black) of the same 256×256 photo; defaults as cv2.Canny(100, 200)."""
+    photo = _photo(item, ctx)
+    return [(photo, False), (canny(photo, low, high, blur_sigma), True)]
+
+
+def colorization(item: Item, ctx: BuildContext, rng: np.random.Generator) -> Example:
+    """Grey (0.2989 R + 0.5870 G + 0.1140 B) → colour photo."""
+    photo = _photo(item, ctx)
+    return [(degrade.grayscale(photo), False), (photo, False)]
+
+
+def inpainting(item: Item, ctx: BuildContext, rng: np.random.Generator, hole_prob: float = 0.3,
+               patch: int = 32) -> Example:
+    """Photo with a black square or black 32×32 tiles → the photo (LVM's masking)."""
+    photo = _photo(item, ctx)
+    return [(degrade.inpainting(photo, rng, hole_prob, patch), False), (photo, False)]
+
+
+def _real_pair(item: Item, ctx: BuildContext) -> Example:
+    """An item of the `paired` source: its own input and target, cropped alike."""
+    x, y = item.images[0], item.images[1]
+    xa, ya = _full(x, ctx), _full(y, ctx)
+    # Different sizes would crop differently and break pixel alignment (stereo, de-rain).
+    _same_size(xa, ya, "target")
+    return [(normalise(xa, ctx.image), False), (normalise(ya, ctx.image), False)]
+
+
+def _degraded(item: Item, ctx: BuildContext, fn: Any, rng: np.random.Generator) -> Example:
+    if len(item.images) >= 2:
+        return _real_pair(item, ctx)
+    photo = _photo(item, ctx)
+    return [(fn(photo, rng), False), (photo, False)]
+
+
+def denoise(item: Item, ctx: BuildContext, rng: np.random.Generator) -> Example:
+    """Noisy → clean; a two-image item (paired source) is used as is, a photo gets Gaussian noise."""
+    return _degraded(item, ctx, degrade.noise, rng)
+
+
+def lowlight(item: Item, ctx: BuildContext, rng: np.random.Generator) -> Example:
+    """Dark → normal exposure; synthetic exposure × gamma unless the item is a real pair."""
+    return _degraded(item, ctx, degrade.low_light, rng)
+
+
+def derain(item: Item, ctx: BuildContext, rng: np.random.Generator) -> Example:
+    """Rainy → clean; synthetic streaks unless the item is a real pair."""
+    return _degraded(item, ctx, degrade.rain, rng)
+
+
+def deblur(item: Item, ctx: BuildContext, rng: np.random.Generator) -> Example:
+    """Blurred → sharp; Gaussian or motion blur unless the item is a real pair."""
+    return _degraded(item, ctx, degrade.blur, rng)
+
+
+def paired(item: Item, ctx: BuildContext, rng: np.random.Generator) -> Example:
+    """Input → target of a `paired` source item (style transfer, stereo left → right, ...)."""
+    if len(item.images) < 2:
+        raise BadInput("unpaired", "item has one image; this task needs the `paired` source")
+    return _real_pair(item, ctx)
+
+
+# --- pseudo-labels from a local expert model --------------------------------------------------
+
+def pseudo_label(item: Item, ctx: BuildContext, rng: np.random.Generator, model: str | None = None,
+                 kind: str = "depth", arch: str | None = None, arch_args: dict[str, Any] | None = None,
+                 mean: tuple[float, float, float] = (0.0, 0.0, 0.0), std: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                 inverse_output: bool = False) -> Example:
+    """Photo → the annotation a local model predicts for it (renderers/labeler.py)."""
+    from renderers.labeler import load_labeler
+
+    if not model:
+        from uvd.errors import ConfigError
+        raise ConfigError("pseudo_label: give `model`, the local path of a TorchScript file or state dict")
+    photo = _photo(item, ctx)
+    labeler = load_labeler(model, kind, arch, arch_args, mean=list(mean), std=list(std), inverse_output=inverse_output)
+    h, w = photo.shape[:2]
+    return [(photo, False), (render_prediction(kind, labeler(photo), h, w, inverse_output), True)]
+
+
+def render_prediction(kind: str, pred: np.ndarray, height: int, width: int, inverse_output: bool = False) -> np.ndarray:
+    """A labeler's output for one photo → an RGB image with the same renderers as ground truth."""
+    if kind == "keypoints":
+        return render_keypoints(pred, height, width)
+    if kind == "depth":
+        return colour_depth(pred, inverse=inverse_output)
+    if kind == "normals":
+        return colour_normals(pred)
+    if kind == "segmentation":
+        return colorize(pred.astype(np.int64) + 1)  # model classes start at 0; palette 0 is "none"
+    raise ValueError(f"render_prediction: unknown kind {kind!r}")
+
+
+def render_keypoints(kp: np.ndarray, height: int, width: int, min_score: float = 0.0) -> np.ndarray:
+    """K×3 (x, y, score): 17 COCO keypoints as an OpenPose skeleton, any other K as palette dots."""
+    from renderers.palette import class_color
+    from renderers.pose import render_pose
+
+    visible = (kp[:, 2] > min_score).astype(np.float64)
+    if len(kp) == 17:
+        return render_pose(np.concatenate([kp[:, :2], visible[:, None]], axis=1)[None], height, width)
+    canvas = np.zeros((height, width, 3), np.uint8)
+    r = max(1, round(min(height, width) / 64))
+    for k, (x, y, _) in enumerate(kp):
+        if visible[k]:
+            cv2.circle(canvas, (int(round(x)), int(round(y))), r, class_color(k + 1), thickness=-1)
+    return canvas

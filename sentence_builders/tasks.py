@@ -1,0 +1,52 @@
+"""The task table: task name -> the function that renders ONE example of that task.
+
+A task function has the signature
+
+    function(item: Item, ctx: BuildContext, rng: np.random.Generator) -> list[tuple[np.ndarray, bool]]
+
+and returns the images of one example, each already normalised to ctx.image.size
+(size×size×3 uint8), paired with its `lossless` flag: `[(input_photo, False),
+(annotation_or_target, True), ...]`. For the `pairs` builder a task returns exactly two
+images (x, y); for the `tuple` builder it returns 1 + k images (the photo and its k
+annotations). A bad annotation raises `uvd.errors.BadInput`, whose text is the audit reason.
+
+Entries are "module:function" strings so nothing is imported until a task is used.
+Tasks from parts A (COCO-style annotations) and B (dense maps, low-level pairs) share this table.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+import numpy as np
+
+from uvd.api import BuildContext
+from uvd.errors import ConfigError
+from uvd.records import Item
+
+TaskFn = Callable[[Item, BuildContext, np.random.Generator], list[tuple[np.ndarray, bool]]]
+
+TASKS: dict[str, str] = {
+    "detection": "sentence_builders.annotation_tasks:detection",
+    "pose": "sentence_builders.annotation_tasks:pose",
+    "segmentation": "sentence_builders.annotation_tasks:segmentation",
+    "instance_segmentation": "sentence_builders.annotation_tasks:instance_segmentation",
+    **{t: f"sentence_builders.generated_tasks:{t}" for t in ("semantic_segmentation", "depth", "normals", "edges", "colorization", "inpainting", "denoise", "lowlight", "derain", "deblur", "paired", "pseudo_label")},  # part B
+    "stereo": "sentence_builders.generated_tasks:paired", "style": "sentence_builders.generated_tasks:paired",  # part B: real pairs
+}
+
+
+def get_task(name: str) -> TaskFn:
+    """The task function for `name`; a name not in TASKS may be a dotted "module:function"."""
+    spec = TASKS.get(name, name if ":" in name else None)
+    if spec is None:
+        raise ConfigError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
+    module, _, attr = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"task {name!r}: cannot import {spec} ({err})") from None
+
+
+def task_names() -> list[str]:
+    return sorted(TASKS)

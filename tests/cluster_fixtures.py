@@ -1,0 +1,119 @@
+"""A real Ray head on loopback (`ray start --head`) and an S3-compatible server (moto) for the tests."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def moto_s3() -> Iterator[dict[str, str]]:
+    """Environment variables pointing boto/s3fs at a loopback moto server, with bucket `uvd`."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        import fsspec
+
+        fsspec.filesystem("s3", skip_instance_cache=True).mkdir("uvd")
+        yield env
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
+
+
+@contextmanager
+def ray_head(extra_env: dict[str, str] | None = None, num_cpus: int = 2) -> Iterator[dict[str, str]]:
+    """`ray start --head` on loopback in its own temp dir; yields the env a job client needs."""
+    temp = tempfile.mkdtemp(prefix="uvdray-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    gcs, dash = free_port(), free_port()
+    env = {**os.environ, **(extra_env or {}), "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+           f"--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--num-cpus={num_cpus}",
+           f"--temp-dir={temp}", "--disable-usage-stats"]
+    # Not a pipe: the daemons `ray start` leaves behind inherit its stdout and die of SIGPIPE once
+    # a captured pipe is closed; a log file outlives this call.
+    with open(Path(temp) / "ray-start.log", "wb") as log:
+        subprocess.run(cmd, env=env, check=True, stdout=log, stderr=subprocess.STDOUT, timeout=180)
+    client = {**env, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": f"http://127.0.0.1:{dash}"}
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:  # the job server comes up a little after `ray start` returns
+            r = subprocess.run([str(VENV_BIN / "ray"), "job", "list", "--address", client["RAY_ADDRESS"]],
+                               env=client, capture_output=True, timeout=60)
+            if r.returncode == 0:
+                break
+            time.sleep(2)
+        yield {**client, "RAY_GCS_ADDRESS": f"127.0.0.1:{gcs}", "RAY_TEMP_DIR": temp}
+    finally:
+        stop_cluster(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def cluster_pids(temp: str) -> list[int]:
+    """Processes of the cluster living in `temp` (their command lines name its session dir)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if temp.encode() in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def stop_cluster(temp: str) -> None:
+    """Stop only this cluster: `ray stop` would kill every Ray on the machine, other tests' too."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in cluster_pids(temp):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.time() + 10
+        while cluster_pids(temp) and time.time() < deadline:
+            time.sleep(0.5)
+
+
+def submit(client_env: dict[str, str], entrypoint: str, timeout: int = 600) -> str:
+    """`ray job submit --working-dir .` and wait; returns the job's logs (raises on failure)."""
+    cmd = [str(VENV_BIN / "ray"), "job", "submit", "--address", client_env["RAY_ADDRESS"],
+           "--working-dir", str(REPO), "--", "bash", "-c", entrypoint]
+    for _ in range(20):  # the head's job agent registers some seconds after the job server answers
+        r = subprocess.run(cmd, env=client_env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        if "No available agent to submit job" not in r.stdout + r.stderr:
+            break
+        time.sleep(3)
+    if r.returncode != 0 or "succeeded" not in r.stdout:
+        raise AssertionError(f"job failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
+    return r.stdout
