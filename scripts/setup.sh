@@ -23,5 +23,8 @@ PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 .venv/bin/pip install -q -e ".[test]"
 # pyrender 0.1.45 pins PyOpenGL 3.1.0, whose OSMesa binding fails; 3.1.7 works.
 .venv/bin/pip install -q "PyOpenGL==3.1.7" 2>&1 | grep -v "pyrender 0.1.45 requires PyOpenGL==3.1.0" || true
+# MMPose's pose definitions (coco_openpose keypoints, links, colours) are checked against our copy.
+# `pip install mmpose` fails (chumpy); the wheel alone, without its dependencies, carries the configs.
+.venv/bin/pip install -q --no-deps "mmpose==1.3.2"
 touch .venv/.installed
 echo "setup: ready (.venv)"

@@ -11,7 +11,7 @@ The sentence id hashes the item ids in order, the task and the recipe, so it is 
 """
 from __future__ import annotations
 
-from typing import Iterable, Union
+from typing import Any, Iterable, Union
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 from sentence_builders.tasks import TASKS, get_task
 from uvd.api import Builder, BuildContext
 from uvd.config import Strict
-from uvd.errors import BadInput
+from uvd.errors import reason_of
 from uvd.records import Failed, Item, VisualSentence
 
 
@@ -27,6 +27,7 @@ class PairsOptions(Strict):
     task: str  # a name in sentence_builders.tasks.TASKS (or "module:function")
     pairs: int = Field(8, ge=1)  # examples per sentence: 8 pairs = 16 images
     min_pairs: int = Field(2, ge=1)  # a shorter leftover group still makes a sentence from this many
+    task_args: dict[str, Any] = Field(default_factory=dict)  # keyword options of the task function
 
     @field_validator("task")
     @classmethod
@@ -36,17 +37,13 @@ class PairsOptions(Strict):
         return v
 
 
-def _reason(err: Exception) -> str:
-    return str(err) if isinstance(err, BadInput) else f"error: {type(err).__name__}: {err}"
-
-
 class PairsBuilder(Builder):
     name = "pairs"
     Options = PairsOptions
 
     def __init__(self, options: PairsOptions, ctx: BuildContext) -> None:
         super().__init__(options, ctx)
-        self.fn = get_task(options.task)
+        self.fn = get_task(options.task, options.task_args)
         # Never more pairs than the build allows images per sentence.
         self.per_sentence = max(1, min(options.pairs, ctx.max_images // 2))
         self.group: list[tuple[str, list[tuple[np.ndarray, bool]]]] = []
@@ -55,7 +52,7 @@ class PairsBuilder(Builder):
         try:
             example = self.fn(item, self.ctx, self.ctx.rng(item.item_id, "pairs", self.options.task))
         except Exception as err:  # bad input ends in the audit; the group goes on
-            yield Failed(item.item_id, _reason(err))
+            yield Failed(item.item_id, reason_of(err))
             return
         if len(example) != 2:
             raise ValueError(f"task {self.options.task!r} returned {len(example)} images; pairs needs exactly 2")

@@ -15,8 +15,10 @@ Tasks from parts A (COCO-style annotations) and B (dense maps, low-level pairs) 
 """
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Callable
+import inspect
+from typing import Any, Callable
 
 import numpy as np
 
@@ -36,16 +38,24 @@ TASKS: dict[str, str] = {
 }
 
 
-def get_task(name: str) -> TaskFn:
-    """The task function for `name`; a name not in TASKS may be a dotted "module:function"."""
+def get_task(name: str, args: dict[str, Any] | None = None) -> TaskFn:
+    """The task function for `name` (a name not in TASKS may be a dotted "module:function"),
+    with `args` bound as its keyword options (e.g. Canny thresholds for `edges`)."""
     spec = TASKS.get(name, name if ":" in name else None)
     if spec is None:
         raise ConfigError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
     module, _, attr = spec.partition(":")
     try:
-        return getattr(importlib.import_module(module), attr)
+        fn = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as err:
         raise ConfigError(f"task {name!r}: cannot import {spec} ({err})") from None
+    if not args:
+        return fn
+    accepted = set(inspect.signature(fn).parameters) - {"item", "ctx", "rng"}
+    unknown = sorted(set(args) - accepted)
+    if unknown:
+        raise ConfigError(f"task {name!r}: unknown option(s) {unknown}; it takes {sorted(accepted) or 'none'}")
+    return functools.partial(fn, **args)
 
 
 def task_names() -> list[str]:

@@ -14,7 +14,7 @@ joined by "+" in the listed order (e.g. "detection+pose"); "image" when only the
 """
 from __future__ import annotations
 
-from typing import Iterable, Union
+from typing import Any, Iterable, Union
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -30,6 +30,7 @@ class TupleOptions(Strict):
     tasks: list[str] = Field(min_length=1)
     max_images: int = Field(16, ge=1, le=16)
     min_images: int = Field(2, ge=1)
+    task_args: dict[str, dict[str, Any]] = Field(default_factory=dict)  # task name → its keyword options
 
     @field_validator("tasks")
     @classmethod
@@ -48,7 +49,7 @@ class TupleBuilder(Builder):
 
     def __init__(self, options: TupleOptions, ctx: BuildContext) -> None:
         super().__init__(options, ctx)
-        self.fns = [(t, get_task(t)) for t in options.tasks]
+        self.fns = [(t, get_task(t, options.task_args.get(t))) for t in options.tasks]
         self.max_images = min(options.max_images, ctx.max_images)
 
     def process(self, item: Item) -> Iterable[Union[VisualSentence, Failed]]:

@@ -14,12 +14,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, help="CPUs for a local Ray (default: config run.workers; 0 = all)")
     p.add_argument("--no-ray", action="store_true", help="run units one after another in this process (debugging)")
     args = p.parse_args(argv)
+    from uvd.runner import build
+
     try:
         cfg = load_config(args.config)
+        # Planning reads the inputs (file lists, metadata): a bad path or file is a config error too.
+        summary = build(cfg, out=args.out, workers=args.workers, use_ray=not args.no_ray)
     except ConfigError as err:
         print(f"uvd build: {err}")
         return 2
-    from uvd.runner import build
-
-    summary = build(cfg, out=args.out, workers=args.workers, use_ray=not args.no_ray)
     return 0 if summary.succeeded else 1

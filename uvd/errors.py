@@ -11,3 +11,10 @@ class BadInput(Exception):
 
 class ConfigError(ValueError):
     """A build config is wrong: unknown key, wrong type, missing path."""
+
+
+def reason_of(err: Exception) -> str:
+    """The audit reason for an exception raised while handling one item."""
+    if isinstance(err, BadInput):
+        return str(err)
+    return f"error: {type(err).__name__}: {err}"

@@ -11,7 +11,7 @@ from typing import Any
 from uvd import registry
 from uvd.api import Builder, BuildContext, Source
 from uvd.audit import AuditLog
-from uvd.errors import BadInput
+from uvd.errors import reason_of
 from uvd.config import BuildConfig, DatasetConfig, parse_model
 from uvd.layout import audit_shard, relative, sentence_shard, stats_file
 from uvd.records import Failed, VisualSentence
@@ -97,7 +97,7 @@ def run_unit(cfg: BuildConfig, dataset: str, unit: str, payload: dict[str, Any],
                 try:
                     results = list(builder.process(item))
                 except Exception as err:  # bad input ends in the audit; the unit goes on
-                    results = [Failed(item.item_id, _reason(err))]
+                    results = [Failed(item.item_id, reason_of(err))]
                 seconds["build"] += time.perf_counter() - t
                 emit(results)
             t = time.perf_counter()
@@ -133,9 +133,3 @@ def run_unit(cfg: BuildConfig, dataset: str, unit: str, payload: dict[str, Any],
     }
     write_json(stats_file(shard_url), stats)  # last: from now on the unit counts as done
     return stats
-
-
-def _reason(err: Exception) -> str:
-    if isinstance(err, BadInput):
-        return str(err)
-    return f"error: {type(err).__name__}: {err}"
