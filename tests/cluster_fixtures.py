@@ -57,7 +57,8 @@ def ray_head(extra_env: dict[str, str] | None = None, num_cpus: int = 2) -> Iter
     """`ray start --head` on loopback in its own temp dir; yields the env a job client needs."""
     temp = tempfile.mkdtemp(prefix="uvdray-", dir="/tmp")  # short: Ray's socket paths have a length limit
     gcs, dash = free_port(), free_port()
-    env = {**os.environ, **(extra_env or {}), "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**os.environ, **(extra_env or {}), "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "UVD_TEST_CLUSTER": temp}  # marks every process of this cluster (see cluster_pids)
     env.pop("RAY_ADDRESS", None)
     cmd = [str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
            f"--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--num-cpus={num_cpus}",
@@ -82,12 +83,13 @@ def ray_head(extra_env: dict[str, str] | None = None, num_cpus: int = 2) -> Iter
 
 
 def cluster_pids(temp: str) -> list[int]:
-    """Processes of the cluster living in `temp` (their command lines name its session dir)."""
+    """Processes of the cluster living in `temp`: their command line or environment names it (a busy
+    worker's command line is replaced by its task's name, its environment is not)."""
     pids = []
     for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
             try:
-                if temp.encode() in (proc / "cmdline").read_bytes():
+                if temp.encode() in (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes():
                     pids.append(int(proc.name))
             except OSError:
                 continue
