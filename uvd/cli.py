@@ -13,9 +13,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("uvd.build_cmd", "build sentence shards from a config (Ray)"),
     "inspect": ("uvd.inspect", "summarise a shard, a dataset folder or an output; draw a contact sheet"),
     "validate": ("uvd.validate", "check an output against its manifest; non-zero exit on problems"),
+    "stats": ("uvd.stats_report", "pictures of an output: mixture, sentence lengths, failures, shard sizes"),
+    "plan": ("uvd.plan_cmd", "units, expected sentences/images/tokens/bytes and CPU/GPU-hours of a config"),
     "demo": ("uvd.demo", "write sample inputs, build, validate, inspect: end to end in minutes"),
     "tokenize": ("tokenize_job.cli_tokenize", "sentence shards → token shards with a VQGAN (Ray Data actor pool)"),
     "tokenizer train": ("tokenize_job.cli_tokenizer_train", "train a VQGAN tokenizer on sentence-shard images"),
+    "train": ("train.cli_train", "train a LLaMA-style model on token shards (torchrun -m train for several devices)"),
+    "generate": ("train.cli_generate", "visual prompting: continue a sentence of images with a trained model"),
     "pseudo-label": ("renderers.labeler", "label a folder of photos with a local expert model (depth, normals, segmentation files)"),
 }
 

@@ -51,7 +51,7 @@ def summarise(shards: list[str]) -> dict[str, Any]:
             "by_source": dict(counts["source"]), "by_task": dict(counts["task"]),
             "by_layout": dict(counts["layout"]),
             "images_per_sentence": {int(k): v for k, v in sorted(counts["num_images"].items(), key=lambda kv: int(kv[0]))},
-            "inputs": audited, "ok": ok, "failed": audited - ok, "failures": dict(failures.most_common())}
+            "inputs": audited, "ok": ok, "failed": audited - ok, "failures": dict(sorted(failures.items(), key=lambda kv: (-kv[1], kv[0])))}
 
 
 def format_summary(s: dict[str, Any]) -> str:

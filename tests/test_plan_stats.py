@@ -1,0 +1,47 @@
+"""`uvd plan` estimates from measured unit costs; `uvd stats` draws the report."""
+import cv2
+import pytest
+
+import uvd.plan_cmd as plan_cmd
+from uvd.config import BuildConfig
+from uvd.plan import plan_units
+from uvd.runner import build
+from uvd.stats_report import main as stats_main
+
+
+def _cfg(root, out):
+    return BuildConfig.model_validate({"out": str(out), "datasets": [
+        {"name": "photos", "source": "image_folder", "source_args": {"root": str(root), "labels": False},
+         "builder": "single", "items_per_unit": 5}]})
+
+
+def test_plan_measures_a_unit_and_scales_to_all_items(odd_folder, tmp_path):
+    cfg = _cfg(odd_folder, tmp_path / "out")
+    units = plan_units(cfg)
+    assert sum(plan_cmd.items_in(u.payload) for u in units) == 15  # 7 photos + 8 odd files
+    costs = plan_cmd.measure(cfg, units, calibrate=None)
+    assert costs["photos"].items == 5 and costs["photos"].seconds > 0
+    text = plan_cmd.report(cfg, units, costs, gpu_tflops=989, mfu=0.4)
+    assert "TOTAL" in text and "GPU-hours" in text and "assumptions:" in text
+
+
+def test_plan_calibrated_from_a_finished_build_matches_it(odd_folder, tmp_path, monkeypatch):
+    cfg = _cfg(odd_folder, tmp_path / "out")
+    summary = build(cfg, use_ray=False)
+    monkeypatch.setattr(plan_cmd, "run_unit", lambda *a, **k: pytest.fail("calibrated plans build nothing"))
+    units = plan_units(cfg)
+    costs = plan_cmd.measure(cfg, units, calibrate=str(tmp_path / "out"))
+    assert costs["photos"].items == summary.inputs == 15
+    assert costs["photos"].sentences == summary.sentences
+    line = next(l for l in plan_cmd.report(cfg, units, costs, 989, 0.4).splitlines() if l.startswith("photos"))
+    assert line.split()[2:5] == ["3", "15", str(summary.sentences)]  # units, items, sentences
+
+
+def test_stats_plot(odd_folder, tmp_path, capsys):
+    build(_cfg(odd_folder, tmp_path / "out"), use_ray=False)
+    png = tmp_path / "report.png"
+    assert stats_main([str(tmp_path / "out"), "--plot", str(png)]) == 0
+    img = cv2.imread(str(png))
+    assert img is not None and img.shape[0] > 500 and img.shape[1] > 1000
+    assert img.std() > 20  # bars and text, not a blank canvas
+    assert "failures by reason: decode 2, empty 1, too_large 1" in capsys.readouterr().out
