@@ -48,3 +48,15 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="YAML"):
         load_config(_write(tmp_path, "datasets: [\n"))
+
+
+def test_environment_variables_with_defaults(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    text = "datasets:\n  - source: image_folder\n    source_args: {root: ${UVD_T_ROOT:-./a}}\n"
+    monkeypatch.delenv("UVD_T_ROOT", raising=False)
+    assert load_config(_write(tmp_path, text)).datasets[0].source_args["root"] == str(tmp_path / "a")
+    monkeypatch.setenv("UVD_T_ROOT", str(tmp_path / "b"))
+    assert load_config(_write(tmp_path, text)).datasets[0].source_args["root"] == str(tmp_path / "b")
+    with pytest.raises(ConfigError, match="UVD_T_UNSET"):
+        load_config(_write(tmp_path, "seed: ${UVD_T_UNSET}\ndatasets: []\n"))

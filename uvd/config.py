@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -96,7 +98,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Bu
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(expand_env(path.read_text()))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
@@ -104,6 +106,21 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Bu
     data = resolve_relative_paths(data, path.parent)
     data.update(overrides or {})
     return parse_model(BuildConfig, data, str(path))
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str) -> str:
+    """`${VAR}` and `${VAR:-default}` in a config: one file serves real data locations (set the
+    variables) and the bundled samples (the defaults)."""
+    def sub(m: re.Match[str]) -> str:
+        value = os.environ.get(m.group(1))
+        if value is None and m.group(2) is None:
+            raise ConfigError(f"config refers to ${{{m.group(1)}}}, which is not set and has no default")
+        return value if value is not None else m.group(2)
+
+    return _ENV.sub(sub, text)
 
 
 def resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
