@@ -61,7 +61,7 @@ def ray_head(extra_env: dict[str, str] | None = None, num_cpus: int = 2) -> Iter
            "UVD_TEST_CLUSTER": temp}  # marks every process of this cluster (see cluster_pids)
     env.pop("RAY_ADDRESS", None)
     cmd = [str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-           f"--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--num-cpus={num_cpus}",
+           "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--num-cpus={num_cpus}",
            f"--temp-dir={temp}", "--disable-usage-stats"]
     # Not a pipe: the daemons `ray start` leaves behind inherit its stdout and die of SIGPIPE once
     # a captured pipe is closed; a log file outlives this call.

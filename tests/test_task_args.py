@@ -1,9 +1,7 @@
 """Task options from the config reach the task function (builder_args.task_args)."""
-import numpy as np
 import pytest
 
 from conftest import gradient, jpeg_bytes
-from uvd.api import BuildContext
 from uvd.config import BuildConfig
 from uvd.errors import ConfigError
 from uvd.records import Item

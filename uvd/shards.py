@@ -116,8 +116,16 @@ def sentence_writer(url: str, meta: dict[str, Any] | None = None, row_group_byte
 
 
 def open_parquet(url: str) -> pq.ParquetFile:
+    """A Parquet file, read natively when local and through fsspec otherwise.
+
+    Arrow's reader threads must not hold buffers of a Python file object: released at
+    interpreter exit they need the GIL and abort the process. So a Python file is read
+    without Arrow's pre-buffering threads.
+    """
     fs, path = fs_and_path(url)
-    return pq.ParquetFile(fs.open(path, "rb"))
+    if "://" not in url or url.startswith("file://"):
+        return pq.ParquetFile(path)
+    return pq.ParquetFile(fs.open(path, "rb"), pre_buffer=False)
 
 
 def shard_metadata(url: str) -> dict[str, str]:
@@ -128,8 +136,8 @@ def iter_rows(url: str, columns: list[str] | None = None) -> Iterator[dict[str, 
     """Rows of a shard as dicts, one row group at a time (memory bounded by the row group)."""
     pf = open_parquet(url)
     for i in range(pf.num_row_groups):
-        yield from pf.read_row_group(i, columns=columns).to_pylist()
+        yield from pf.read_row_group(i, columns=columns, use_threads=False).to_pylist()
 
 
 def read_table(url: str, columns: list[str] | None = None) -> pa.Table:
-    return open_parquet(url).read(columns=columns)
+    return open_parquet(url).read(columns=columns, use_threads=False)

@@ -1,0 +1,313 @@
+"""The training loop: one process per device (torchrun), DDP or FSDP, resumable to the step.
+
+AdamW (β 0.9/0.95), linear warmup then cosine to `min_lr`, weight decay on matrices only,
+gradient clipping and accumulation, bf16 autocast on GPU. Logs loss, tokens/s and MFU to
+stdout and <out>/log.jsonl.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from train import checkpoint
+from train.config import Config
+from train.model import ModelArgs, Transformer, loss_fn
+from train.stream import TokenLoader
+from uvd import storage
+
+FSDP_FROM_PARAMS = 1_000_000_000
+# Dense bf16 peak per device, for MFU.
+GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12,
+                  "L40S": 362e12, "A10G": 125e12, "4090": 165e12, "3090": 71e12}
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_type: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    if dist.is_initialized():
+        return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist()
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine to min_lr."""
+    o, total = cfg.optim, cfg.train.steps
+    if o.warmup_steps and step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    span = max(1, total - o.warmup_steps)
+    progress = min(1.0, (step - o.warmup_steps) / span)
+    return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    # Decay matrices (projections, embeddings), not norm gains: decaying gains only shrinks them.
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps)
+
+
+def pick_device(cfg: Config, d: Dist) -> torch.device:
+    want = cfg.train.device
+    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+        torch.cuda.set_device(d.local_rank)
+        return torch.device("cuda", d.local_rank)
+    return torch.device("cpu")
+
+
+def peak_flops(cfg: Config, device: torch.device) -> float:
+    if cfg.train.peak_flops:
+        return cfg.train.peak_flops
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, value in GPU_PEAK_FLOPS.items():
+            if key in name:
+                return value
+        return float("nan")
+    return measured_cpu_flops()
+
+
+def measured_cpu_flops(n: int = 512, trials: int = 7) -> float:
+    """What fp32 matmul reaches on this CPU: a practical peak for MFU when no GPU is lent.
+
+    The best of several short trials: on a shared machine most trials lose the core for a while.
+    """
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = 0.0
+    for _ in range(trials):
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
+    return best
+
+
+def wrap(model: Transformer, cfg: Config, d: Dist, device: torch.device) -> nn.Module:
+    mode = cfg.train.parallel
+    if mode == "auto":
+        mode = "fsdp" if model.num_params() >= FSDP_FROM_PARAMS and d.world > 1 else "ddp"
+    if d.world == 1:
+        return model
+    if mode == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.model.layers:
+            fully_shard(block)
+        fully_shard(model)
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _rng_state() -> dict[str, Any]:
+    # Byte lists, not tensors: tensors do not survive all_gather_object's pickling here.
+    state: dict[str, Any] = {"torch": torch.get_rng_state().tolist(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+def _gather(obj: Any, d: Dist) -> list[Any]:
+    if d.world == 1:
+        return [obj]
+    out: list[Any] = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def model_and_optim_state(model: nn.Module, optim: torch.optim.Optimizer) -> tuple[dict, dict]:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optim, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_model_and_optim(model: nn.Module, optim: torch.optim.Optimizer, ms: dict, os_: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    set_state_dict(model, optim, model_state_dict=ms, optim_state_dict=os_,
+                   options=StateDictOptions(full_state_dict=True))
+
+
+class Logger:
+    def __init__(self, out: str, enabled: bool) -> None:
+        self.enabled, self.url = enabled, storage.join(out, "log.jsonl")
+        self.fs, self.path = storage.fs_and_path(self.url)
+        if enabled:
+            self.fs.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.fs.open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()]
+        print("train: " + " | ".join(parts), flush=True)
+
+
+def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
+    """Train to cfg.train.steps (or stop after `stop_after` steps of this run, checkpointing).
+
+    Resumes from <out>/checkpoints/latest when there is one. Returns the per-step records
+    (loss after all-reduce, lr, tokens/s, MFU) of the steps this call ran.
+    """
+    want_cuda = cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available())
+    d = setup_distributed("cuda" if want_cuda else "cpu")
+    device = pick_device(cfg, d)
+    use_bf16 = cfg.train.dtype == "bf16" or (cfg.train.dtype == "auto" and device.type == "cuda")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+    random.seed(cfg.train.seed + d.rank)
+
+    model = Transformer(ModelArgs.from_config(cfg.model)).to(device)
+    flops_per_token = model.flops_per_token(cfg.data.seq_len)
+    n_params = model.num_params()
+    wrapped = wrap(model, cfg, d, device)
+    optim = make_optimizer(wrapped, cfg)
+    loader = TokenLoader(cfg.data, cfg.train.seed, d.rank, d.world, cfg.train.batch_size)
+
+    step = 0
+    resume = checkpoint.latest(cfg.train.out)
+    if resume:
+        ck = checkpoint.load(resume)
+        load_model_and_optim(wrapped, optim, ck["model"], ck["optimizer"])
+        step = int(ck["scheduler"]["step"])
+        if len(ck["data"]) != d.world:
+            raise ValueError(f"{resume}: saved by {len(ck['data'])} ranks, this run has {d.world}")
+        loader.load_state_dict(ck["data"][d.rank])
+        _set_rng_state(ck["rng"][d.rank])
+        if d.main:
+            print(f"train: resumed from {resume} at step {step}", flush=True)
+    logger = Logger(cfg.train.out, d.main)
+    if d.main and not resume:
+        storage.write_json(storage.join(cfg.train.out, "config.json"), cfg.model_dump(mode="json"))
+        print(f"train: {n_params / 1e6:.2f}M parameters, {d.world} rank(s), device {device.type}, "
+              f"{'bf16' if use_bf16 else 'fp32'}", flush=True)
+    peak = peak_flops(cfg, device)
+    compiled = torch.compile(wrapped) if cfg.train.compile else wrapped
+
+    records: list[dict[str, Any]] = []
+    tokens_per_step = cfg.train.batch_size * cfg.data.seq_len * cfg.train.grad_accum * d.world
+    last_step = cfg.train.steps if stop_after is None else min(cfg.train.steps, step + stop_after)
+    t_last = time.perf_counter()
+    while step < last_step:
+        lr = lr_at(step, cfg)
+        for group in optim.param_groups:
+            group["lr"] = lr
+        total = torch.zeros((), device=device)
+        for micro in range(cfg.train.grad_accum):
+            batch = next(loader).to(device, non_blocking=True).long()
+            x, y = batch[:, :-1], batch[:, 1:]
+            sync = micro == cfg.train.grad_accum - 1
+            if hasattr(wrapped, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter only on the last
+                wrapped.set_requires_gradient_sync(sync)
+                ctx = contextlib.nullcontext()
+            else:  # DDP (no_sync) or a single process (nothing to sync)
+                ctx = wrapped.no_sync() if not sync and hasattr(wrapped, "no_sync") else contextlib.nullcontext()
+            amp = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+            with ctx, amp:
+                loss = loss_fn(compiled(x), y, cfg.data.pad_id) / cfg.train.grad_accum
+            with ctx:
+                loss.backward()
+            total += loss.detach()
+        grad_norm = None
+        if cfg.optim.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), cfg.optim.grad_clip)
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+        step += 1
+        if d.world > 1:
+            dist.all_reduce(total, op=dist.ReduceOp.AVG)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        now = time.perf_counter()
+        tps = tokens_per_step / (now - t_last)
+        t_last = now
+        record = {"step": step, "loss": float(total), "lr": lr, "tokens_per_s": tps,
+                  "mfu": flops_per_token * tps / (peak * d.world)}
+        if grad_norm is not None:
+            record["grad_norm"] = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        records.append(record)
+        if step % cfg.train.log_every == 0 or step == last_step:
+            logger.log(record)
+        if step % cfg.train.ckpt_every == 0 or step == last_step:
+            save_checkpoint(cfg, d, wrapped, optim, loader, step)
+            t_last = time.perf_counter()  # saving is not training time
+    if dist.is_initialized():
+        dist.barrier()
+    return records
+
+
+def save_checkpoint(cfg: Config, d: Dist, model: nn.Module, optim: torch.optim.Optimizer,
+                    loader: TokenLoader, step: int) -> None:
+    ms, os_ = model_and_optim_state(model, optim)  # collective under FSDP: every rank calls it
+    data = _gather(checkpoint.plain(loader.state_dict()), d)
+    rng = _gather(_rng_state(), d)
+    if d.main:
+        state = {"step": step, "config": cfg.model_dump(mode="json"), "model": ms, "optimizer": os_,
+                 "scheduler": {"kind": "warmup_cosine", "step": step}, "data": data, "rng": rng}
+        url = checkpoint.save(cfg.train.out, step, state, cfg.train.keep_checkpoints)
+        print(f"train: checkpoint {url}", flush=True)
+    if d.world > 1:
+        dist.barrier()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from train.config import load_train_config, parse_overrides
+    from uvd.errors import ConfigError
+
+    p = argparse.ArgumentParser(prog="uvd train", description="Train a LLaMA-style model on token shards "
+                                "(one process per device: `torchrun --nproc-per-node N -m train CONFIG`).")
+    p.add_argument("config", help="training config (YAML), e.g. configs/train_tiny.yaml")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override config values, e.g. train.steps=200 data.tokens=[out/demo/build]")
+    p.add_argument("--stop-after", type=int, help="run at most this many steps now (checkpoint, resume later)")
+    args = p.parse_args(argv)
+    try:
+        cfg = load_train_config(args.config, parse_overrides(args.set))
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    try:
+        train(cfg, args.stop_after)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"uvd train: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
