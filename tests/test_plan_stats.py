@@ -45,3 +45,15 @@ def test_stats_plot(odd_folder, tmp_path, capsys):
     assert img is not None and img.shape[0] > 500 and img.shape[1] > 1000
     assert img.std() > 20  # bars and text, not a blank canvas
     assert "failures by reason: decode 2, empty 1, too_large 1" in capsys.readouterr().out
+
+
+def test_plan_reports_datasets_whose_data_is_missing(odd_folder, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"""datasets:
+  - {{name: here, source: image_folder, source_args: {{root: {odd_folder}, labels: false}}}}
+  - {{name: not_yet, source: image_folder, source_args: {{root: ${{UVD_T_NOPE:-/no/such/folder}}}}}}
+""")
+    assert plan_cmd.main([str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "not_yet" in out and "NOT PLANNED" in out and "/no/such/folder" in out
+    assert next(l for l in out.splitlines() if l.startswith("here")).split()[3] == "15"

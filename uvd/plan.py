@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from uvd.config import BuildConfig
+from uvd.config import BuildConfig, DatasetConfig
 from uvd.layout import sentence_shard, stats_file, unit_name
 from uvd.storage import exists, read_json
 from uvd.unit import dataset_hash, make_source, payload_hash
@@ -21,16 +21,17 @@ class PlannedUnit:
         return f"{self.dataset}/{self.unit}"
 
 
+def plan_dataset(cfg: BuildConfig, ds: DatasetConfig) -> list[PlannedUnit]:
+    source = make_source(cfg, ds)
+    try:
+        payloads = source.plan(ds.items_per_unit)
+    finally:
+        source.close()
+    return [PlannedUnit(ds.key, unit_name(i), p) for i, p in enumerate(payloads)]
+
+
 def plan_units(cfg: BuildConfig) -> list[PlannedUnit]:
-    units = []
-    for ds in cfg.datasets:
-        source = make_source(cfg, ds)
-        try:
-            payloads = source.plan(ds.items_per_unit)
-        finally:
-            source.close()
-        units += [PlannedUnit(ds.key, unit_name(i), p) for i, p in enumerate(payloads)]
-    return units
+    return [u for ds in cfg.datasets for u in plan_dataset(cfg, ds)]
 
 
 def committed(cfg: BuildConfig, out: str, u: PlannedUnit) -> bool:

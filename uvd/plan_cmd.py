@@ -16,7 +16,7 @@ from typing import Any
 from uvd.config import BuildConfig, load_config
 from uvd.errors import ConfigError
 from uvd.layout import sentence_shard, stats_file
-from uvd.plan import PlannedUnit, plan_units
+from uvd.plan import PlannedUnit, plan_dataset
 from uvd.storage import exists, read_json
 from uvd.unit import run_unit
 
@@ -73,9 +73,13 @@ def measure(cfg: BuildConfig, units: list[PlannedUnit], calibrate: str | None) -
     return costs
 
 
-def report(cfg: BuildConfig, units: list[PlannedUnit], costs: dict[str, Cost], gpu_tflops: float, mfu: float) -> str:
+def report(cfg: BuildConfig, units: list[PlannedUnit], costs: dict[str, Cost], gpu_tflops: float, mfu: float,
+           missing: dict[str, str] | None = None) -> str:
     rows, totals = [], Cost()
+    missing = missing or {}
     for ds in cfg.datasets:
+        if ds.key in missing:
+            continue
         dus = [u for u in units if u.dataset == ds.key]
         n = sum(items_in(u.payload) for u in dus)
         c = costs.get(ds.key, Cost())
@@ -89,13 +93,15 @@ def report(cfg: BuildConfig, units: list[PlannedUnit], costs: dict[str, Cost], g
     for key, src, bld, nu, est, c in rows + [("TOTAL", "", "", len(units), totals, None)]:
         tokens = est.images * TOKENS_PER_IMAGE + est.sentences
         lines.append(f"{key:<22}{(src + '/' + bld) if src else '':<28}{nu:>6}{est.items:>10}{est.sentences:>11}"
-                     f"{est.images:>10}{tokens:>13,}{est.bytes / 2**20:>10.1f}{est.seconds / 3600:>8.2f}   "
+                     f"{est.images:>10}{tokens:>13,}{est.bytes / 2**20:>10.1f}{est.seconds / 3600:>8.3g}   "
                      + (f"{c.items} items, {c.per_item('seconds') * 1000:.1f} ms/item" if c else ""))
+    for key, why in missing.items():
+        lines.append(f"{key:<22}NOT PLANNED: {why.splitlines()[-1].strip()}")
     tokens = totals.images * TOKENS_PER_IMAGE + totals.sentences
     sustained = gpu_tflops * 1e12 * mfu
     tok_h = totals.images * VQGAN_GFLOP_PER_IMAGE * 1e9 / sustained / 3600
-    lines += ["", f"tokenize: {totals.images:,} images × {VQGAN_GFLOP_PER_IMAGE:.0f} GFLOP = {tok_h:.2f} GPU-hours",
-              "train one epoch (" + ", ".join(f"{k}: {6 * p * tokens / sustained / 3600:.1f}"
+    lines += ["", f"tokenize: {totals.images:,} images × {VQGAN_GFLOP_PER_IMAGE:.0f} GFLOP = {tok_h:.3g} GPU-hours",
+              "train one epoch (" + ", ".join(f"{k}: {6 * p * tokens / sustained / 3600:.3g}"
                                               for k, p in LVM_PARAMS.items()) + " GPU-hours)",
               "", "assumptions: CPU-hours = measured seconds per item × items (one core per unit); "
               f"GPU at {gpu_tflops:.0f} dense bf16 TFLOP/s sustaining {mfu:.0%} (MFU); training at 6·N FLOP/token; "
@@ -113,12 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         cfg = load_config(args.config)
-        units = plan_units(cfg)
     except ConfigError as err:
         print(f"uvd plan: {err}")
         return 2
+    units: list[PlannedUnit] = []
+    missing: dict[str, str] = {}
+    for ds in cfg.datasets:  # a dataset whose data is not there yet is reported, not fatal
+        try:
+            units += plan_dataset(cfg, ds)
+        except ConfigError as err:
+            missing[ds.key] = str(err)
     if args.units:
         for u in units:
             print(f"{u.name}  {items_in(u.payload)} items")
-    print(report(cfg, units, measure(cfg, units, args.calibrate), args.gpu_tflops, args.mfu))
+    print(report(cfg, units, measure(cfg, units, args.calibrate), args.gpu_tflops, args.mfu, missing))
     return 0
