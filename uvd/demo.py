@@ -18,11 +18,12 @@ DEMO_INPUTS: list[str] = [
     "uvd.demo:image_inputs",
     "sources.laion_demo:laion_inputs",
     "sources.objects_demo:objects_inputs",
+    "sources.video_demo:video_inputs",
     "sources.annotations_demo:coco_inputs",
     "sources.annotations_b_demo:dense_pair_inputs",
 ]
 # Each: "module:function", function(out: str, workdir: Path) -> None, run after the build.
-DEMO_AFTER: list[str] = ["tokenize_job.demo:tokenizer_step"]
+DEMO_AFTER: list[str] = ["tokenize_job.demo:tokenizer_step", "train.demo:train_step"]
 
 
 def samples_dir() -> Path:

@@ -1,0 +1,130 @@
+"""`annotated_video`: frames with one annotation image each, DAVIS-style folders.
+
+    <root>/JPEGImages/<resolution>/<video>/00000.jpg
+    <root>/Annotations/<resolution>/<video>/00000.png   palette PNG of object ids (or an RGB image)
+
+One Item per video. Only frames that have an annotation take part (DAVIS test videos
+annotate the first frame only). Clips of `frames_per_sentence` annotated frames are planned
+like `video` clips (strides, ctx.rng(video, stride), short-video policy); only their files
+are read. Items: `images` = frame bytes, `annotations["masks"]` = per frame either an H×W
+int32 id map (0 = background; colours are the builder's job) or an H×W×3 RGB image.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from PIL import Image
+from pydantic import Field, model_validator
+
+from sources.segmentation import decode_label_map
+from sources.video_plan import ShortPolicy, frames_needed, plan_clips
+from uvd.api import BuildContext, Source, chunk
+from uvd.config import Strict, require_path
+from uvd.errors import BadInput, ConfigError
+from uvd.image import decode_image
+from uvd.records import Failed, Item
+
+FRAME_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+class AnnotatedVideoOptions(Strict):
+    root: str
+    frames_dir: str = "JPEGImages"
+    annotations_dir: str = "Annotations"
+    resolution: str | None = None  # sub-folder such as "480p"; None: "480p" when present, else none
+    image_set: str | None = None  # optional list of video names (DAVIS ImageSets/2017/train.txt)
+    frames_per_sentence: int = Field(8, ge=1)  # the sentence holds twice as many images
+    strides: list[int] = Field(default_factory=lambda: [2], min_length=1)
+    clips_per_stride: int = Field(1, ge=1)
+    short_policy: ShortPolicy = "reduce_stride"
+    ignore_index: int | None = 255  # id-map pixels with this value count as background
+
+    @model_validator(mode="after")
+    def _check(self) -> "AnnotatedVideoOptions":
+        require_path(self.root, "annotated_video.root")
+        if self.image_set:
+            require_path(self.image_set, "annotated_video.image_set")
+        if any(s < 1 for s in self.strides):
+            raise ValueError("strides must be ≥ 1")
+        return self
+
+
+def decode_annotation(data: bytes, max_pixels: int, ignore_index: int | None) -> np.ndarray:
+    """An annotation PNG → H×W int32 ids (palette / grey PNGs keep their indices) or H×W×3 RGB."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            mode = im.mode
+    except Exception as err:
+        raise BadInput("decode", f"annotation: {type(err).__name__}: {err}") from None
+    if mode in ("RGB", "RGBA"):
+        return decode_image(data)
+    ids = decode_label_map(data, max_pixels)
+    if ignore_index is not None:
+        ids[ids == ignore_index] = 0
+    return ids
+
+
+class AnnotatedVideoSource(Source):
+    name = "annotated_video"
+    Options = AnnotatedVideoOptions
+
+    def __init__(self, options: AnnotatedVideoOptions, ctx: BuildContext) -> None:
+        super().__init__(options, ctx)
+        if 2 * options.frames_per_sentence > ctx.max_images:
+            raise ConfigError(f"annotated_video: 2 × frames_per_sentence ({options.frames_per_sentence}) "
+                              f"> max_images_per_sentence {ctx.max_images}")
+
+    def _dirs(self) -> tuple[Path, Path]:
+        o = self.options
+        frames, annots = Path(o.root) / o.frames_dir, Path(o.root) / o.annotations_dir
+        res = o.resolution if o.resolution is not None else ("480p" if (frames / "480p").is_dir() else "")
+        return (frames / res, annots / res) if res else (frames, annots)
+
+    def plan(self, items_per_unit: int) -> list[dict[str, Any]]:
+        frames, annots = self._dirs()
+        if not frames.is_dir():
+            raise ConfigError(f"annotated_video: no frames folder {frames}")
+        names = sorted(p.name for p in frames.iterdir() if p.is_dir())
+        if self.options.image_set:
+            wanted = {ln.strip() for ln in Path(self.options.image_set).read_text().splitlines() if ln.strip()}
+            names = [n for n in names if n in wanted]
+        rows = [[n, str(frames / n), str(annots / n)] for n in names]
+        return [{"videos": part} for part in chunk(rows, items_per_unit)]
+
+    def read(self, payload: dict[str, Any]) -> Iterator[Item | Failed]:
+        for video, fdir, adir in payload["videos"]:
+            try:
+                yield self.read_one(video, Path(fdir), Path(adir))
+            except BadInput as err:
+                yield Failed(video, str(err))
+
+    def read_one(self, video: str, fdir: Path, adir: Path) -> Item:
+        o = self.options
+        if not adir.is_dir():
+            raise BadInput("unpaired", f"no annotation folder for video {video!r}")
+        frames = {p.stem: p for p in fdir.iterdir() if p.suffix.lower() in FRAME_SUFFIXES}
+        annots = {p.stem: p for p in adir.iterdir() if p.suffix.lower() == ".png"}
+        paired = sorted(set(frames) & set(annots))  # DAVIS names are zero-padded: text order is time order
+        if not paired:
+            raise BadInput("unpaired", f"video {video!r}: no frame has an annotation")
+        clips = plan_clips(len(paired), o.frames_per_sentence, o.strides, o.clips_per_stride, o.short_policy,
+                           lambda stride: self.ctx.rng(video, "clip", stride))
+        needed = frames_needed(clips)
+        images, masks = [], []
+        for i in needed:
+            try:
+                images.append(frames[paired[i]].read_bytes())
+                masks.append(decode_annotation(annots[paired[i]].read_bytes(), self.ctx.image.max_pixels, o.ignore_index))
+            except OSError as err:
+                raise BadInput("io", f"{paired[i]}: {err.strerror or err}") from None
+            except BadInput as err:
+                raise BadInput(err.kind, f"frame {paired[i]}: {str(err).split(': ', 1)[-1]}") from None
+        return Item(
+            item_id=video, source=self.ctx.dataset, images=images,
+            annotations={"masks": masks, "clips": [c.as_dict() for c in clips], "frame_indices": needed,
+                         "frame_names": [paired[i] for i in needed]},
+            provenance={"video": video, "num_frames": len(paired), "unannotated_frames": len(frames) - len(paired)},
+        )

@@ -1,0 +1,72 @@
+"""Which frames a video's sentences take: clips of `clip_len` frames at each stride.
+
+Shared by the `video` and `annotated_video` sources. Planning needs only the frame count, so
+a source plans before it decodes and decodes only the frames it will use.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Literal
+
+import numpy as np
+
+from uvd.errors import BadInput
+
+ShortPolicy = Literal["reduce_stride", "skip"]
+
+
+@dataclass(frozen=True)
+class Clip:
+    stride: int  # the stride the frames were taken at
+    requested_stride: int  # the configured stride (differs when a short video reduced it)
+    start: int
+    indices: tuple[int, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "indices": list(self.indices)}
+
+
+def span(clip_len: int, stride: int) -> int:
+    """Frames a clip covers from its first to its last frame."""
+    return (clip_len - 1) * stride + 1
+
+
+def plan_clips(num_frames: int, clip_len: int, strides: list[int], clips_per_stride: int,
+               short_policy: ShortPolicy, rng: Callable[[int], np.random.Generator]) -> list[Clip]:
+    """Clips for one video; `rng(stride)` gives the generator that places that stride's clips.
+
+    The generator is keyed by the configured stride, not the reduced one, so a reduced clip
+    never repeats the start of another stride's clip by construction of the seed. Raises
+    BadInput("too_short", …) when no stride yields a clip.
+    """
+    if num_frames <= 0:
+        raise BadInput("empty", "the video has no frames")
+    clips: list[Clip] = []
+    skipped: list[int] = []
+    taken: set[tuple[int, int]] = set()
+    for requested in strides:
+        stride = requested
+        if span(clip_len, stride) > num_frames:
+            if short_policy == "skip" or clip_len > num_frames:
+                skipped.append(requested)
+                continue
+            # What LVM's scripts did: the largest stride whose clip still fits the video.
+            stride = max(1, (num_frames - 1) // (clip_len - 1)) if clip_len > 1 else 1
+        # Starts another (reduced) stride already took at this stride would repeat its clip exactly.
+        free = [s for s in range(num_frames - span(clip_len, stride) + 1) if (stride, s) not in taken]
+        if not free:
+            skipped.append(requested)
+            continue
+        picks = rng(requested).choice(len(free), size=min(clips_per_stride, len(free)), replace=False)
+        for s in sorted(free[p] for p in picks.tolist()):
+            taken.add((stride, s))
+            clips.append(Clip(stride, requested, s, tuple(range(s, s + span(clip_len, stride), stride))))
+    if not clips:
+        need = ", ".join(f"{span(clip_len, s)} at stride {s}" for s in skipped)
+        raise BadInput("too_short", f"{num_frames} frames; a clip of {clip_len} needs {need} (short_policy={short_policy})")
+    return clips
+
+
+def frames_needed(clips: list[Clip]) -> list[int]:
+    """Every frame any clip uses, once, in decoding order."""
+    return sorted({i for c in clips for i in c.indices})
