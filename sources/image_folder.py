@@ -6,6 +6,7 @@ from typing import Any, Iterator
 
 from pydantic import model_validator
 
+from sources.listing import list_inputs
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
 from uvd.records import Failed, Item
@@ -36,25 +37,7 @@ class ImageFolderSource(Source):
     def _entries(self) -> list[tuple[str, str, str]]:
         """(item_id, path, label), sorted by item id."""
         o = self.options
-        entries = []
-        if o.list_file:
-            base = Path(o.list_file).parent
-            for line in Path(o.list_file).read_text().splitlines():
-                if not line.strip() or line.startswith("#"):
-                    continue
-                path, _, label = line.partition("\t")
-                p = Path(path.strip())
-                p = p if p.is_absolute() else base / p
-                entries.append((path.strip(), str(p), label.strip()))
-        else:
-            root = Path(o.root)  # type: ignore[arg-type]
-            suffixes = {s.lower() for s in o.suffixes}
-            for p in root.rglob("*"):
-                if p.is_file() and p.suffix.lower() in suffixes:
-                    rel = p.relative_to(root)
-                    label = rel.parts[0] if o.labels and len(rel.parts) > 1 else ""
-                    entries.append((rel.as_posix(), str(p), label))
-        return sorted(entries)
+        return list_inputs(o.root, o.list_file, o.suffixes, o.labels)
 
     def plan(self, items_per_unit: int) -> list[dict[str, Any]]:
         by_label: dict[str, list[tuple[str, str]]] = {}

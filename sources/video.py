@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from sources.video_decode import IsolatedDecoder, VideoInfo
 from sources.video_plan import ShortPolicy, frames_needed, plan_clips
+from sources.listing import list_inputs
 from uvd.api import BuildContext, Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput, ConfigError
@@ -48,23 +49,7 @@ class VideoOptions(Strict):
 
 def list_videos(o: VideoOptions) -> list[tuple[str, str, str]]:
     """(item_id, path, label) sorted by item id; the id is the path relative to root / list file."""
-    entries = []
-    if o.list_file:
-        base = Path(o.list_file).parent
-        for line in Path(o.list_file).read_text().splitlines():
-            if not line.strip() or line.startswith("#"):
-                continue
-            rel, _, label = line.partition("\t")
-            p = Path(rel.strip())
-            entries.append((rel.strip(), str(p if p.is_absolute() else base / p), label.strip()))
-    else:
-        root = Path(o.root)  # type: ignore[arg-type]
-        suffixes = {s.lower() for s in o.suffixes}
-        for p in root.rglob("*"):
-            if p.is_file() and p.suffix.lower() in suffixes:
-                rel = p.relative_to(root)
-                entries.append((rel.as_posix(), str(p), rel.parts[0] if o.labels and len(rel.parts) > 1 else ""))
-    return sorted(entries)
+    return list_inputs(o.root, o.list_file, o.suffixes, o.labels)
 
 
 class VideoSource(Source):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, model_validator
 
-from uvd.config import Strict, expand_env, parse_model
+from uvd.config import Strict, read_yaml_mapping, parse_model
 from uvd.errors import ConfigError
 
 CODEBOOK_SIZE = 8192
@@ -157,14 +157,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(expand_env(path.read_text()))  # ${VAR:-default}, as build configs
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
+    data = read_yaml_mapping(path)  # ${VAR:-default}, as build configs
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
     # Relative token folders and the output are relative to the config file, like build configs.

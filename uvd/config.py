@@ -93,7 +93,8 @@ def parse_model(model: type[BaseModel], data: Any, where: str) -> Any:
         raise ConfigError(format_validation_error(err, where)) from None
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> BuildConfig:
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A config file as a mapping, `${VAR:-default}` expanded; clear errors otherwise."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -103,7 +104,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Bu
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
-    data = resolve_relative_paths(data, path.parent)
+    return data
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> BuildConfig:
+    path = Path(path)
+    data = resolve_relative_paths(read_yaml_mapping(path), path.parent)
     data.update(overrides or {})
     return parse_model(BuildConfig, data, str(path))
 
