@@ -1,0 +1,148 @@
+"""The VQGAN: LVM architecture (146.2M parameters, open-MUSE names), strict loading, fast vs reference paths."""
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tokenize_job.encode import Encoder, nearest_codes, nearest_codes_reference
+from tokenize_job.vqgan import VQGAN, VQGANConfig, count_parameters, load_tokenizer
+from uvd.image import to_sentence_image
+from uvd.config import ImageSpec
+
+torch.set_num_threads(1)  # see test_tokenizer_fixtures: faster on an oversubscribed machine
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+
+
+def small_config() -> VQGANConfig:
+    # exercises every module kind the LVM checkpoint has, and attention, at a small size
+    return VQGANConfig(resolution=64, hidden_channels=32, channel_mult=[1, 2, 2], num_res_blocks=1,
+                       attn_resolutions=[32], no_attn_mid_block=False, z_channels=32, quantized_embed_dim=16,
+                       num_embeddings=128)
+
+
+def real_images(n: int, size: int) -> np.ndarray:
+    files = sorted((SAMPLES / "images").glob("*.jpg")) + sorted((SAMPLES / "coco").glob("*.jpg"))
+    spec = ImageSpec(size=size)
+    return np.stack([to_sentence_image(f.read_bytes(), spec) for f in files[:n]])
+
+
+def test_lvm_config_has_146_2m_parameters_and_open_muse_names() -> None:
+    with torch.device("meta"):
+        model = VQGAN(VQGANConfig.lvm())
+    assert abs(count_parameters(model) - 146.2e6) <= 0.1e6
+    sd = model.state_dict()
+    assert tuple(sd["quantize.embedding.weight"].shape) == (8192, 64)
+    assert tuple(sd["quant_conv.weight"].shape) == (64, 64, 1, 1)
+    assert tuple(sd["encoder.down.4.block.1.conv2.weight"].shape) == (768, 768, 3, 3)
+    assert tuple(sd["encoder.down.0.downsample.conv.weight"].shape) == (128, 128, 3, 3)
+    assert tuple(sd["decoder.up.4.block.2.conv2.weight"].shape) == (768, 768, 3, 3)
+    assert "decoder.up.0.upsample.conv.weight" not in sd and "decoder.up.1.upsample.conv.weight" in sd
+    assert "encoder.down.4.downsample.conv.weight" not in sd
+    assert "encoder.down.1.block.0.nin_shortcut.weight" in sd
+    assert "encoder.mid.block_2.norm2.weight" in sd and not any(".attn" in k for k in sd)
+    assert VQGANConfig.lvm().tokens_per_image == 256
+
+
+def write_open_muse_checkpoint(model: VQGAN, directory: Path) -> None:
+    """What the LVM release looks like: diffusers-style config.json + a pickled pytorch_model.bin."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = {**{k: v for k, v in model.config.to_dict().items()}, "_class_name": "VQGANModel", "_version": "0.0.1"}
+    (directory / "config.json").write_text(json.dumps(cfg))
+    torch.save(model.state_dict(), directory / "pytorch_model.bin")
+
+
+def test_open_muse_layout_reloads_strictly_and_round_trips_images(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = VQGAN(small_config()).eval()
+    write_open_muse_checkpoint(model, tmp_path / "ckpt")
+    loaded = load_tokenizer(tmp_path / "ckpt")
+    images = real_images(3, 64)
+    codes = loaded.encode_images(images)
+    assert codes.dtype == np.uint16 and codes.shape == (3, model.config.tokens_per_image) == (3, 256)
+    assert np.array_equal(codes, model.encode_images(images))
+    decoded = loaded.decode_codes(codes)
+    assert decoded.shape == images.shape and decoded.dtype == np.uint8
+    assert np.array_equal(decoded, model.decode_codes(codes))
+    assert loaded.weights_sha256 and loaded.tokenizer_id.endswith(loaded.weights_sha256[:12])
+
+
+def test_save_pretrained_writes_safetensors_that_reload(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = VQGAN(small_config())
+    model.save_pretrained(tmp_path / "tok", name="small")
+    assert (tmp_path / "tok" / "model.safetensors").is_file()
+    loaded = load_tokenizer(tmp_path / "tok")
+    assert loaded.tokenizer_id == model.tokenizer_id and loaded.tokenizer_id.startswith("small-")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+
+
+def test_wrong_key_or_shape_is_a_clear_error(tmp_path: Path) -> None:
+    model = VQGAN(small_config())
+    sd = model.state_dict()
+    renamed = dict(sd)
+    renamed["encoder.conv_inn.weight"] = renamed.pop("encoder.conv_in.weight")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "config.json").write_text(json.dumps(model.config.to_dict()))
+    torch.save(renamed, tmp_path / "a" / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"missing keys \['encoder.conv_in.weight'\].*unexpected keys \['encoder.conv_inn.weight'\]"):
+        load_tokenizer(tmp_path / "a")
+    reshaped = dict(sd)
+    reshaped["quantize.embedding.weight"] = torch.zeros(64, 16)
+    torch.save(reshaped, tmp_path / "a" / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"shape mismatch.*quantize.embedding.weight: checkpoint \(64, 16\) vs model \(128, 16\)"):
+        load_tokenizer(tmp_path / "a")
+
+
+class _Payload:
+    def __reduce__(self):  # noqa: ANN204
+        return (print, ("pickled code ran",))
+
+
+def test_pickled_code_is_not_executed(tmp_path: Path) -> None:
+    model = VQGAN(small_config())
+    (tmp_path / "config.json").write_text(json.dumps(model.config.to_dict()))
+    buf = io.BytesIO()
+    torch.save({"state_dict": _Payload()}, buf)
+    (tmp_path / "pytorch_model.bin").write_bytes(buf.getvalue())
+    with pytest.raises(pickle.UnpicklingError):
+        load_tokenizer(tmp_path)
+
+
+def test_bad_configs_are_refused_with_a_reason(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown VQGAN config keys"):
+        VQGANConfig.from_dict({"hidden_chanels": 128})
+    with pytest.raises(ValueError, match="multiples of 32"):
+        VQGAN(VQGANConfig(hidden_channels=48, channel_mult=[1, 2]))
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_tokenizer(tmp_path)
+    model = VQGAN(small_config())
+    with pytest.raises(ValueError, match=r"codes: values must lie in \[0, 128\)"):
+        model.decode_codes(np.full((1, 256), 128))
+
+
+def test_chunked_code_search_equals_full_search() -> None:
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(3000, 16, generator=gen)
+    codebook = torch.randn(500, 16, generator=gen)
+    assert torch.equal(nearest_codes(z, codebook, chunk=257), nearest_codes_reference(z, codebook))
+    # the search stays fp32 even when the latents arrive in bf16
+    zb = z.bfloat16()
+    assert torch.equal(nearest_codes(zb, codebook, chunk=1000), nearest_codes_reference(zb.float(), codebook))
+
+
+def test_fast_path_agrees_with_fp32_reference() -> None:
+    torch.manual_seed(0)
+    model = VQGAN(VQGANConfig.tiny()).eval()
+    images = real_images(6, 256)
+    ref = Encoder(model, batch_size=1, reference=True).encode(images)
+    fast = Encoder(model, batch_size=6, channels_last=True).encode(images)
+    assert fast.shape == ref.shape == (6, 256)
+    assert (fast == ref).mean() >= 0.99
+    assert int(fast.max()) < model.config.num_embeddings
