@@ -12,7 +12,7 @@ import pytest
 from sources.download import Downloader, DownloadOptions, FetchError
 from sources.laion import url_id
 from sources.laion_demo import PRIVATE_URL, ImageServer, bad_cases, generated_photos, laion_inputs
-from test_laion_support import FAST_DOWNLOAD, audit_rows, config, run_all_units, sentences, write_metadata
+from laion_support import FAST_DOWNLOAD, audit_rows, config, run_all_units, sentences, write_metadata
 from uvd import codec
 from uvd.config import BuildConfig
 

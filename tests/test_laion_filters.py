@@ -8,7 +8,7 @@ import pytest
 from sources.filters import FilterOptions, UnitFilters, dhash
 from sources.laion import url_id
 from sources.laion_demo import ImageServer, generated_photos
-from test_laion_support import FAST_DOWNLOAD, audit_rows, config, run_all_units, sentences, write_metadata
+from laion_support import FAST_DOWNLOAD, audit_rows, config, run_all_units, sentences, write_metadata
 from uvd import codec
 
 

@@ -11,7 +11,7 @@ import torch
 from tokenize_job.inspect_tokens import contact_sheet, summarise
 from tokenize_job.job import find_sentence_units, tokenize
 from tokenize_job.vqgan import VQGAN, VQGANConfig
-from test_tokenizer_fixtures import build_sentences
+from tokenizer_fixtures import build_sentences
 from uvd import codec
 from uvd.cli import main as uvd_main
 from uvd.layout import stats_file

@@ -15,7 +15,7 @@ from tokenize_job.vqgan import VQGAN, VQGANConfig, count_parameters, load_tokeni
 from uvd.image import to_sentence_image
 from uvd.config import ImageSpec
 
-torch.set_num_threads(1)  # see test_tokenizer_fixtures: faster on an oversubscribed machine
+torch.set_num_threads(1)  # see tokenizer_fixtures: faster on an oversubscribed machine
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
 
 
