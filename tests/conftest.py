@@ -76,3 +76,21 @@ def odd_folder(tmp_path: Path, samples: Path) -> Path:
     for name, (make, _) in BAD_AND_ODD.items():
         (root / "odd" / name).write_bytes(make())
     return root
+
+
+def build_dataset(tmp_path: Path, dataset: dict, seed: int = 3) -> tuple[list[dict], dict[str, dict], Path]:
+    """Build every unit of one dataset in-process; its sentence rows, audit by item id, and output."""
+    import pyarrow.parquet as pq
+
+    from uvd.config import BuildConfig
+    from uvd.unit import make_source, run_unit
+
+    out = tmp_path / "out"
+    cfg = BuildConfig.model_validate({"out": str(out), "seed": seed, "datasets": [dataset]})
+    ds = cfg.datasets[0]
+    for i, payload in enumerate(make_source(cfg, ds).plan(ds.items_per_unit)):
+        run_unit(cfg, ds.key, f"{i:05d}", payload, str(out))
+    rows = [r for p in sorted((out / "sentences" / ds.key).glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    audit = {r["item_id"]: r for p in sorted((out / "audit" / ds.key).glob("*.parquet"))
+             for r in pq.read_table(p).to_pylist()}
+    return rows, audit, out

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -17,21 +16,14 @@ from uvd import codec
 from uvd.api import BuildContext
 from uvd.config import BuildConfig
 from uvd.errors import BadInput, ConfigError
-from uvd.unit import make_source, run_unit
+from conftest import build_dataset
+from uvd.unit import make_source
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
 
 
 def run_all(tmp_path: Path, dataset: dict, seed: int = 3) -> tuple[list[dict], dict[str, dict], Path]:
-    out = tmp_path / "out"
-    cfg = BuildConfig.model_validate({"out": str(out), "seed": seed, "datasets": [dataset]})
-    ds = cfg.datasets[0]
-    for i, payload in enumerate(make_source(cfg, ds).plan(ds.items_per_unit)):
-        run_unit(cfg, ds.key, f"{i:05d}", payload, str(out))
-    rows = [r for p in sorted((out / "sentences" / ds.key).glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
-    audit = {r["item_id"]: r for p in sorted((out / "audit" / ds.key).glob("*.parquet"))
-             for r in pq.read_table(p).to_pylist()}
-    return rows, audit, out
+    return build_dataset(tmp_path, dataset, seed)
 
 
 def plane_depth(h: int, w: int, normal_cam: np.ndarray, dist: float, intr: tuple) -> np.ndarray:

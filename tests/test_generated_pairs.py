@@ -6,7 +6,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from renderers import degrade
@@ -17,7 +16,7 @@ from uvd.api import BuildContext
 from uvd.config import BuildConfig
 from uvd.errors import BadInput
 from uvd.records import Item
-from uvd.unit import make_source, run_unit
+from conftest import build_dataset
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
 RNG = np.random.default_rng
@@ -28,15 +27,7 @@ def photo() -> np.ndarray:
 
 
 def run_all(tmp_path: Path, dataset: dict, seed: int = 5) -> tuple[list[dict], dict[str, dict], Path]:
-    out = tmp_path / "out"
-    cfg = BuildConfig.model_validate({"out": str(out), "seed": seed, "datasets": [dataset]})
-    ds = cfg.datasets[0]
-    for i, payload in enumerate(make_source(cfg, ds).plan(ds.items_per_unit)):
-        run_unit(cfg, ds.key, f"{i:05d}", payload, str(out))
-    rows = [r for p in sorted((out / "sentences" / ds.key).glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
-    audit = {r["item_id"]: r for p in sorted((out / "audit" / ds.key).glob("*.parquet"))
-             for r in pq.read_table(p).to_pylist()}
-    return rows, audit, out
+    return build_dataset(tmp_path, dataset, seed)
 
 
 def test_colorization_is_exactly_lvms_formula():

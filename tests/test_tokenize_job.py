@@ -129,6 +129,7 @@ def test_ray_data_job_gives_the_same_shards(built: tuple[str, Path], tmp_path: P
     ray = pytest.importorskip("ray")
     out, tok = built
     local = tokenize(out, str(tok), use_ray=False, progress=quiet)
+    ray.shutdown()  # an earlier test's Ray may still be up in this process
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         remote = tokenize(out, str(tok), out=str(tmp_path / "ray_out"), use_ray=True, progress=quiet)

@@ -31,7 +31,9 @@ def tokenizer_step(out: str, workdir: Path) -> None:
     result = tokenize(out, str(tok_dir), threads=DEMO_THREADS)
     print(summarise(result.root))
     sheet = Path(workdir).parent / "tokens_contact_sheet.png"
-    contact_sheet(result.root, 0, str(tok_dir), str(sheet))
+    # A sentence of real photos when the build has one: noise-free scenes show what the tokens keep.
+    photos = Path(result.root) / "coco_tuple"
+    contact_sheet(str(photos) if photos.is_dir() else result.root, 0, str(tok_dir), str(sheet))
     print(f"tokens:        {result.root}\ntokenizer:     {tok_dir}\ntoken sheet:   {sheet}")
     if not result.ok:
         raise RuntimeError(f"tokenize: units failed: {result.errors}")

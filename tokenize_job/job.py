@@ -26,6 +26,7 @@ from uvd.layout import manifest as manifest_url
 from uvd.layout import stats_file
 from uvd.records import Failed
 from uvd.schema import TOKEN_SCHEMA
+from uvd.runner import init_ray
 from uvd.shards import ShardWriter, open_parquet
 from uvd.storage import exists, glob, join, read_json, remove_stale_temps, write_json
 
@@ -322,11 +323,7 @@ def _run_ray(pending: list[TokenUnit], tokenizer_dir: str, root: str, actors: in
 
     import ray
 
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(address=os.environ["RAY_ADDRESS"])
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False)
+    init_ray(0)  # the build's way: joins RAY_ADDRESS, else a local Ray of its own
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     cpus = max(1, int(resources.get("CPU", 1)))

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import yaml
 
@@ -52,10 +53,7 @@ def image_inputs(workdir: Path, stack: contextlib.ExitStack) -> list[dict[str, A
     for name, rgb in colours.items():
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(20):
-            h, w = int(rng.integers(200, 480)), int(rng.integers(200, 480))
-            img = np.full((h, w, 3), rgb, np.uint8)
-            img = np.clip(img.astype(np.int16) + rng.integers(-30, 30, (h, w, 3)), 0, 255).astype(np.uint8)
-            (root / name / f"{name}_{i:02d}.jpg").write_bytes(codec.encode(img))
+            (root / name / f"{name}_{i:02d}.jpg").write_bytes(codec.encode(_shapes(rng, rgb)))
     (root / "photos" / "not_an_image.jpg").write_text("this is text, not a JPEG\n")
     return [
         {"name": "photos", "source": "image_folder", "source_args": {"root": str(root), "labels": False},
@@ -63,6 +61,22 @@ def image_inputs(workdir: Path, stack: contextlib.ExitStack) -> list[dict[str, A
         {"name": "categories", "source": "image_folder", "source_args": {"root": str(root)},
          "builder": "category", "builder_args": {"images_per_sentence": 8}},
     ]
+
+
+def _shapes(rng: np.random.Generator, rgb: tuple[int, int, int]) -> np.ndarray:
+    """A class-coloured scene: a soft gradient with a few discs and boxes of the class colour."""
+    h, w = int(rng.integers(200, 480)), int(rng.integers(200, 480))
+    y, x = np.mgrid[0:h, 0:w]
+    base = (90 + 80 * (x / w)[..., None] * rng.random(3) + 60 * (y / h)[..., None] * rng.random(3)).astype(np.uint8)
+    img = np.ascontiguousarray(base)
+    for _ in range(int(rng.integers(2, 6))):
+        shade = tuple(int(c * rng.uniform(0.6, 1.0)) for c in rgb)
+        cx, cy, r = int(rng.integers(0, w)), int(rng.integers(0, h)), int(rng.integers(15, min(h, w) // 3))
+        if rng.random() < 0.5:
+            cv2.circle(img, (cx, cy), r, shade, -1, cv2.LINE_AA)
+        else:
+            cv2.rectangle(img, (cx - r, cy - r // 2), (cx + r, cy + r // 2), shade, -1)
+    return img
 
 
 def main(argv: list[str] | None = None) -> int:
