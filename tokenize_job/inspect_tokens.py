@@ -21,7 +21,8 @@ ORIGINAL_COLUMNS = ["sentence_id", "images"]
 def token_shards(url: str) -> list[str]:
     if url.endswith(".parquet"):
         return [url]
-    found = glob(url, "*/part-*.parquet") or glob(url, "*/*/part-*.parquet")
+    # a source folder, <out>/tokens/<id>, or <out>/tokens
+    found = glob(url, "part-*.parquet") or glob(url, "*/part-*.parquet") or glob(url, "*/*/part-*.parquet")
     if not found:
         raise FileNotFoundError(f"inspect: no token shards under {url}")
     return found
