@@ -16,7 +16,7 @@ from typing import Any, Iterable, Union
 import numpy as np
 from pydantic import Field, field_validator
 
-from sentence_builders.tasks import TASKS, get_task
+from sentence_builders.tasks import check_task_names, get_task
 from uvd.api import Builder, BuildContext
 from uvd.config import Strict
 from uvd.errors import reason_of
@@ -32,8 +32,7 @@ class PairsOptions(Strict):
     @field_validator("task")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in TASKS and ":" not in v:
-            raise ValueError(f"unknown task {v!r}; known: {', '.join(sorted(TASKS))}")
+        check_task_names([v])
         return v
 
 

@@ -58,5 +58,12 @@ def get_task(name: str, args: dict[str, Any] | None = None) -> TaskFn:
     return functools.partial(fn, **args)
 
 
+def check_task_names(names: list[str]) -> None:
+    """For builder options: every name is in TASKS or a dotted "module:function"."""
+    bad = [t for t in names if t not in TASKS and ":" not in t]
+    if bad:
+        raise ValueError(f"unknown task(s) {bad}; known: {', '.join(sorted(TASKS))}")
+
+
 def task_names() -> list[str]:
     return sorted(TASKS)

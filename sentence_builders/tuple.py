@@ -19,7 +19,7 @@ from typing import Any, Iterable, Union
 import numpy as np
 from pydantic import Field, field_validator
 
-from sentence_builders.tasks import TASKS, get_task
+from sentence_builders.tasks import check_task_names, get_task
 from uvd.api import Builder, BuildContext
 from uvd.config import Strict
 from uvd.errors import BadInput
@@ -35,9 +35,7 @@ class TupleOptions(Strict):
     @field_validator("tasks")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        bad = [t for t in v if t not in TASKS and ":" not in t]
-        if bad:
-            raise ValueError(f"unknown task(s) {bad}; known: {', '.join(sorted(TASKS))}")
+        check_task_names(v)
         if len(set(v)) != len(v):
             raise ValueError(f"tasks listed twice: {v}")
         return v

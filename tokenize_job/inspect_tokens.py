@@ -130,28 +130,20 @@ def contact_sheet(url: str, sentence: int | str, tokenizer_dir: str, out_png: st
     return json.dumps({"sentence_id": row["sentence_id"], "images": n, "with_originals": len(strips) == 2})
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`uvd inspect TOKENS [--sentence N|ID --tokenizer DIR --out PNG]` (uvd/inspect.py hands over here)."""
-    import argparse
+def run(path: str, sentence: str | None, tokenizer: str | None, out_png: str) -> int:
+    """`uvd inspect` of token shards (uvd/inspect.py parses the arguments and hands over here)."""
     import sys
 
-    p = argparse.ArgumentParser(prog="uvd inspect", description=__doc__)
-    p.add_argument("path", help="a token shard, <out>/tokens/<id> or <out>/tokens")
-    p.add_argument("--sentence", help="sentence id or index (within the first shard): draw its contact sheet")
-    p.add_argument("--out", default="sheet.png", help="contact sheet PNG")
-    p.add_argument("--tokenizer", help="the tokenizer directory that made the tokens (to decode them)")
-    p.add_argument("--json", action="store_true", help="(sentence shards only; ignored here)")
-    args = p.parse_args(argv)
     try:
-        print(summarise(args.path))
-        if args.sentence is not None:
-            if not args.tokenizer:
+        print(summarise(path))
+        if sentence is not None:
+            if not tokenizer:
                 print("uvd inspect: --tokenizer DIR is needed to decode tokens into a contact sheet", file=sys.stderr)
                 return 2
-            which: int | str = int(args.sentence) if args.sentence.isdigit() else args.sentence
-            info = json.loads(contact_sheet(args.path, which, args.tokenizer, args.out))
+            which: int | str = int(sentence) if sentence.isdigit() else sentence
+            info = json.loads(contact_sheet(path, which, tokenizer, out_png))
             print(f"contact sheet of {info['sentence_id']} ({info['images']} images, "
-                  f"{'originals above decoded' if info['with_originals'] else 'decoded only'}) → {args.out}")
+                  f"{'originals above decoded' if info['with_originals'] else 'decoded only'}) → {out_png}")
     except (FileNotFoundError, KeyError, ValueError) as err:
         print(f"uvd inspect: {err}", file=sys.stderr)
         return 2

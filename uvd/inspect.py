@@ -121,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = p.parse_args(argv)
     if args.tokenizer or (args.sentence and not sentence_shards(args.path)):
-        from tokenize_job.inspect_tokens import main as inspect_tokens_main
+        from tokenize_job.inspect_tokens import run as inspect_tokens
 
-        return int(inspect_tokens_main(argv) or 0)
+        return inspect_tokens(args.path, args.sentence, args.tokenizer, args.out)
     if args.json:
         print(json.dumps(summarise(sentence_shards(args.path)), indent=2))
     else:
