@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 from sources.paired import index_folder, match_folders, read_bytes
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
-from uvd.errors import BadInput
+from uvd.errors import BadInput, reason_of
 from uvd.image import header_size
 from uvd.records import Failed, Item
 
@@ -142,11 +142,8 @@ class DepthSource(Source):
                 if normals_path:
                     ann["normals"] = decode_normals(read_bytes(normals_path), Path(normals_path).suffix.lower(),
                                                     self.ctx.image.max_pixels)
-            except OSError as err:
-                yield Failed(item_id, f"io: {err.strerror or err}")
-                continue
-            except BadInput as err:
-                yield Failed(item_id, str(err))
+            except (OSError, BadInput) as err:
+                yield Failed(item_id, reason_of(err))
                 continue
             if o.fx is not None:
                 h, w = ann["depth"].shape

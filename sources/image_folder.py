@@ -9,6 +9,7 @@ from pydantic import model_validator
 from sources.listing import list_inputs
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
+from uvd.errors import reason_of
 from uvd.records import Failed, Item
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -55,7 +56,7 @@ class ImageFolderSource(Source):
             try:
                 data = Path(path).read_bytes()
             except OSError as err:
-                yield Failed(item_id, f"io: {err.strerror or err}")
+                yield Failed(item_id, reason_of(err))
                 continue
             yield Item(item_id=item_id, source=self.ctx.dataset, images=[data], label=label,
                        provenance={"path": item_id, **({"label": label} if label else {})})

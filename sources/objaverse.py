@@ -19,6 +19,7 @@ from trimesh.resolvers import FilePathResolver
 
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
+from uvd.errors import reason_of
 from uvd.records import Failed, Item
 
 MESH_SUFFIXES = [".glb", ".gltf", ".obj", ".ply", ".stl", ".off"]
@@ -156,7 +157,7 @@ class ObjaverseSource(Source):
             try:
                 size = Path(path).stat().st_size
             except OSError as err:
-                yield Failed(item_id, f"io: {err.strerror or err}")
+                yield Failed(item_id, reason_of(err))
                 continue
             if size == 0:
                 yield Failed(item_id, "empty: zero-byte file")

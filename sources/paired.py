@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
+from uvd.errors import reason_of
 from uvd.records import Failed, Item
 
 IMAGE_SUFFIXES = [".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"]
@@ -84,7 +85,7 @@ class PairedSource(Source):
             try:
                 images = [read_bytes(x), read_bytes(y)]
             except OSError as err:
-                yield Failed(item_id, f"io: {err.strerror or err}")
+                yield Failed(item_id, reason_of(err))
                 continue
             yield Item(item_id=item_id, source=self.ctx.dataset, images=images,
                        annotations={"paired_task": self.options.task},

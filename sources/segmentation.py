@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from sources.paired import index_folder, match_folders, read_bytes
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
-from uvd.errors import BadInput
+from uvd.errors import BadInput, reason_of
 from uvd.records import Failed, Item
 
 
@@ -87,11 +87,8 @@ class SegmentationSource(Source):
                     if bad.any():
                         raise BadInput("label", f"class index {int(labels[bad].max())} > {top} (num_classes={o.num_classes})")
                 labels = np.where(ignored, 0, labels + 1 if o.zero_is_class else labels).astype(np.int32)
-            except OSError as err:
-                yield Failed(item_id, f"io: {err.strerror or err}")
-                continue
-            except BadInput as err:
-                yield Failed(item_id, str(err))
+            except (OSError, BadInput) as err:
+                yield Failed(item_id, reason_of(err))
                 continue
             yield Item(item_id=item_id, source=self.ctx.dataset, images=[photo],
                        annotations={"label_map": labels},

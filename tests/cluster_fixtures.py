@@ -13,7 +13,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -82,18 +82,23 @@ def ray_head(extra_env: dict[str, str] | None = None, num_cpus: int = 2) -> Iter
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def cluster_pids(temp: str) -> list[int]:
-    """Processes of the cluster living in `temp`: their command line or environment names it (a busy
-    worker's command line is replaced by its task's name, its environment is not)."""
+def pids_matching(match: Callable[[bytes, bytes], bool]) -> list[int]:
+    """Processes (not this one) for which match(cmdline, environ) holds."""
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit() and int(proc.name) != os.getpid():
             try:
-                if temp.encode() in (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes():
+                if match((proc / "cmdline").read_bytes(), (proc / "environ").read_bytes()):
                     pids.append(int(proc.name))
             except OSError:
                 continue
     return pids
+
+
+def cluster_pids(temp: str) -> list[int]:
+    """Processes of the cluster living in `temp`: their command line or environment names it (a busy
+    worker's command line is replaced by its task's name, its environment is not)."""
+    return pids_matching(lambda cmdline, environ: temp.encode() in cmdline + environ)
 
 
 def stop_cluster(temp: str) -> None:
@@ -119,3 +124,17 @@ def submit(client_env: dict[str, str], entrypoint: str, timeout: int = 600) -> s
     if r.returncode != 0 or "succeeded" not in r.stdout:
         raise AssertionError(f"job failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
     return r.stdout
+
+
+def kill_when_committed(proc: subprocess.Popen, stats_dir: Path, ray_tmp: Path, count: int = 2,
+                        timeout: float = 240, poll: float = 0.05) -> None:
+    """Once `count` units under `stats_dir` are committed, SIGKILL the driver's process group and
+    the local Ray it started under `ray_tmp` (its workers live in another session)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if len(list(stats_dir.glob("*.stats.json"))) >= count:
+            break
+        time.sleep(poll)
+    os.killpg(proc.pid, signal.SIGKILL)
+    stop_cluster(str(ray_tmp))
+    proc.wait(timeout=60)

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cluster_fixtures import stop_cluster
+from cluster_fixtures import kill_when_committed, pids_matching
 from uvd.config import load_config
 from uvd.runner import build
 from uvd.validate import validate
@@ -41,10 +41,12 @@ def _env(ray_tmp: Path | None = None) -> dict[str, str]:
     return env
 
 
-def _start_build(config: Path, out: Path, ray_tmp: Path | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "uvd", "build", str(config), "--out", str(out), "--workers", "2"],
-                            env=_env(ray_tmp), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # its own process group: the drill can kill all of it
+def _start_build(config: Path, out: Path, log: Path, ray_tmp: Path | None = None) -> subprocess.Popen:
+    # Output to a file, not a pipe: nobody reads a pipe while the drill polls, and a full one blocks.
+    with open(log, "wb") as f:
+        return subprocess.Popen([sys.executable, "-m", "uvd", "build", str(config), "--out", str(out),
+                                 "--workers", "2"], env=_env(ray_tmp), stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # its own process group: the drill can kill all of it
 
 
 def _shards(out: Path) -> dict[str, bytes]:
@@ -66,22 +68,15 @@ def _clean_build(config: Path, out: Path) -> None:
 
 def _worker_pids() -> list[int]:
     """Ray worker processes currently running a unit task (Ray renames them `ray::<task>`)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if (proc / "cmdline").read_bytes().startswith(b"ray::_run_unit_task"):
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
-    return pids
+    return pids_matching(lambda cmdline, _: cmdline.startswith(b"ray::_run_unit_task"))
 
 
 def test_killing_a_worker_mid_build_loses_and_duplicates_nothing(tmp_path):
     config = _config(tmp_path)
     clean, out = tmp_path / "clean", tmp_path / "out"
     _clean_build(config, clean)
-    proc = _start_build(config, out)
+    log = tmp_path / "build.log"
+    proc = _start_build(config, out, log)
     killed = None
     deadline = time.time() + 240
     while killed is None and time.time() < deadline and proc.poll() is None:
@@ -90,7 +85,8 @@ def test_killing_a_worker_mid_build_loses_and_duplicates_nothing(tmp_path):
             killed = pids[0]
             os.kill(killed, signal.SIGKILL)
         time.sleep(0.2)
-    log, _ = proc.communicate(timeout=600)
+    proc.wait(timeout=600)
+    log = log.read_text()
     assert killed is not None, f"no running worker was found to kill:\n{log[-3000:]}"
     assert proc.returncode == 0, log[-3000:]
     assert validate(str(out)) == []
@@ -105,16 +101,9 @@ def test_killing_the_driver_then_rerunning_redoes_only_unfinished_units(tmp_path
     clean, out = tmp_path / "clean", tmp_path / "out"
     _clean_build(config, clean)
     ray_tmp = Path(tempfile.mkdtemp(prefix="uvdkd-", dir="/tmp"))  # short: Ray's socket paths
-    proc = _start_build(config, out, ray_tmp)
+    proc = _start_build(config, out, tmp_path / "killed.log", ray_tmp)
     stats_dir = out / "sentences" / "slow"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if len(list(stats_dir.glob("*.stats.json"))) >= 2:
-            break
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver ...
-    stop_cluster(str(ray_tmp))  # ... and the local Ray it started, workers included (another session)
-    proc.communicate(timeout=60)
+    kill_when_committed(proc, stats_dir, ray_tmp, poll=0.1)
     shutil.rmtree(ray_tmp, ignore_errors=True)
     done_before = {p.name for p in stats_dir.glob("*.stats.json")}
     assert 2 <= len(done_before) < 10, "the kill should land mid-build"

@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from cluster_fixtures import stop_cluster
+from cluster_fixtures import kill_when_committed, stop_cluster
 from tokenize_job.job import tokenize
 from tokenize_job.vqgan import VQGAN, VQGANConfig
 from tokenizer_fixtures import build_sentences
@@ -59,14 +57,7 @@ def test_killing_the_tokenize_driver_then_rerunning_redoes_only_unfinished_units
         with open(tmp_path / "killed.log", "w") as log:  # a file, not a pipe: Ray's output must never block it
             proc = subprocess.Popen(_cmd(build, tok), env=_env(ray_tmp), stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)  # its own process group: the drill kills all of it
-            deadline = time.time() + 180
-            while time.time() < deadline and proc.poll() is None:
-                if len(list(stats_dir.glob("*.stats.json"))) >= 2:
-                    break
-                time.sleep(0.05)
-            os.killpg(proc.pid, signal.SIGKILL)  # the driver ...
-            stop_cluster(str(ray_tmp))  # ... and the local Ray it started, the encoder actor included
-            proc.wait(timeout=60)
+            kill_when_committed(proc, stats_dir, ray_tmp, timeout=180)  # the encoder actor included
         killed_log = (tmp_path / "killed.log").read_text()
         done_before = {p.name for p in stats_dir.glob("*.stats.json")}
         assert 2 <= len(done_before) < UNITS, f"the kill should land mid-run:\n{killed_log[-3000:]}"

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from train import checkpoint
-from train_testdata import write_token_shards
+from train_testdata import video_token_build
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,10 +25,7 @@ STEPS = 60
 
 @pytest.fixture(scope="module")
 def tokens_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("build")
-    write_token_shards(root / "tokens" / "test-tok", "video", units=2, sentences_per_unit=30, images=(1, 2),
-                       row_group_rows=10)
-    return root
+    return video_token_build(tmp_path_factory.mktemp("build"))
 
 
 def _config(tokens: Path, out: Path, path: Path) -> Path:

@@ -11,16 +11,13 @@ import yaml
 from train import checkpoint
 from train.config import Config, load_train_config
 from train.loop import lr_at, train
-from train_testdata import write_token_shards
+from train_testdata import video_token_build
 from uvd import cli
 
 
 @pytest.fixture(scope="module")
 def tokens_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("build")
-    write_token_shards(root / "tokens" / "test-tok", "video", units=2, sentences_per_unit=30, images=(1, 2),
-                       row_group_rows=10)
-    return root
+    return video_token_build(tmp_path_factory.mktemp("build"))
 
 
 @pytest.fixture(autouse=True)

@@ -43,3 +43,10 @@ def write_token_shards(root: Path, source: str, units: int, sentences_per_unit: 
         write_json(stats_file(url), {"shard": {"path": url, "rows": info.rows, "bytes": info.bytes,
                                                "sha256": info.sha256}, "sentences": info.rows})
     return written
+
+
+def video_token_build(root: Path) -> Path:
+    """A build folder with one tokenizer's video tokens: 2 units × 30 sentences of 1–2 images."""
+    write_token_shards(root / "tokens" / "test-tok", "video", units=2, sentences_per_unit=30, images=(1, 2),
+                       row_group_rows=10)
+    return root

@@ -17,4 +17,6 @@ def reason_of(err: Exception) -> str:
     """The audit reason for an exception raised while handling one item."""
     if isinstance(err, BadInput):
         return str(err)
+    if isinstance(err, OSError):  # a file that cannot be read is that item's problem, not a bug
+        return f"io: {err.strerror or err}"
     return f"error: {type(err).__name__}: {err}"

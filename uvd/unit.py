@@ -101,7 +101,6 @@ def run_unit(cfg: BuildConfig, dataset: str, unit: str, payload: dict[str, Any],
                 seconds["build"] += time.perf_counter() - t
                 emit(results)
             t = time.perf_counter()
-        t = time.perf_counter()
         emit(list(builder.finish()))
         seconds["build"] += time.perf_counter() - t
         info = writer.close()
