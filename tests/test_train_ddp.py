@@ -24,14 +24,12 @@ def _worker(rank: int, world: int, port: int, cfg_json: str, result_dir: str) ->
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    import torch.distributed as dist
-
     from train.config import Config
-    from train.loop import train
+    from train.loop import teardown_distributed, train
 
     records = train(Config.model_validate(json.loads(cfg_json)))
     Path(result_dir, f"rank{rank}.json").write_text(json.dumps({"losses": [r["loss"] for r in records]}))
-    dist.destroy_process_group()
+    teardown_distributed()
 
 
 def _config(tmp_path: Path, parallel: str) -> dict:

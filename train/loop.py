@@ -52,6 +52,16 @@ def setup_distributed(device_type: str) -> Dist:
     return Dist()
 
 
+def teardown_distributed(finished: bool = True) -> None:
+    """Leave the process group together: a rank that tears gloo down while another still talks
+    to it can abort at exit ("terminate called without an active exception"). After an error the
+    other ranks may never arrive, so then no barrier."""
+    if dist.is_initialized():
+        if finished:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def lr_at(step: int, cfg: Config) -> float:
     """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine to min_lr."""
     o, total = cfg.optim, cfg.train.steps
@@ -302,12 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
+    finished = False
     try:
         train(cfg, args.stop_after)
+        finished = True
     except (FileNotFoundError, ValueError) as err:
         print(f"uvd train: {err}", file=sys.stderr)
         return 1
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        teardown_distributed(finished)
     return 0
