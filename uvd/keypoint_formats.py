@@ -15,7 +15,8 @@ The facts are MMPose 1.3.2's (open-mmlab/mmpose, Apache License 2.0):
 
 tests/test_pose_formats.py compares every table here with MMPose's files when mmpose is
 installed. One choice is ours: a format that labels a neck (AI Challenger, CrowdPose, Halpe)
-keeps its own; the others get the mean of the two shoulders (MMPose's rule for all).
+keeps its own where it is labelled; elsewhere the neck is the mean of the two shoulders when
+both are labelled (MMPose's rule for all).
 A point a format lacks has visibility 0 and is never drawn.
 """
 from __future__ import annotations
@@ -117,12 +118,13 @@ def to_openpose(keypoints: np.ndarray, fmt: str) -> np.ndarray:
     for src, dst in TO_WHOLEBODY[fmt]:
         wb[:, dst, :2] = kp[:, src, :2]
         wb[:, dst, 2] = visible[:, src]
-    if fmt in NECK:
-        neck = np.concatenate([kp[:, NECK[fmt], :2], visible[:, NECK[fmt], None]], axis=1)
-    else:
-        neck = np.zeros((kp.shape[0], 3), np.float64)
-        neck[:, :2] = (wb[:, 5, :2] + wb[:, 6, :2]) / 2
-        neck[:, 2] = wb[:, 5, 2] * wb[:, 6, 2]
+    neck = np.zeros((kp.shape[0], 3), np.float64)
+    neck[:, :2] = (wb[:, 5, :2] + wb[:, 6, :2]) / 2
+    neck[:, 2] = wb[:, 5, 2] * wb[:, 6, 2]
+    if fmt in NECK:  # a labelled neck wins over the shoulders' mean
+        own = visible[:, NECK[fmt]] > 0
+        neck[own, :2] = kp[own, NECK[fmt], :2]
+        neck[own, 2] = 1.0
     out = np.insert(wb, 17, neck, axis=1)
     out[:, list(_OPENPOSE_IDX)] = out[:, list(_MMPOSE_IDX)]
     return out
