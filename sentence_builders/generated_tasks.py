@@ -186,6 +186,19 @@ def pseudo_label(item: Item, ctx: BuildContext, rng: np.random.Generator, model:
     return [(photo, False), (render_prediction(kind, labeler(photo), h, w, inverse_output), True)]
 
 
+def _check_pseudo_label(args: dict[str, Any]) -> None:
+    """At plan time: the model file exists (so `uvd plan` says NOT PLANNED instead of failing every item)."""
+    from uvd.config import require_path
+    from uvd.errors import ConfigError
+
+    if not args.get("model"):
+        raise ConfigError("pseudo_label: give `model`, the local path of a .pt2, TorchScript file or state dict")
+    require_path(str(args["model"]), "pseudo_label.model")
+
+
+pseudo_label.check_args = _check_pseudo_label  # type: ignore[attr-defined]
+
+
 def render_prediction(kind: str, pred: np.ndarray, height: int, width: int, inverse_output: bool = False) -> np.ndarray:
     """A labeler's output for one photo → an RGB image with the same renderers as ground truth."""
     if kind == "keypoints":
@@ -196,6 +209,9 @@ def render_prediction(kind: str, pred: np.ndarray, height: int, width: int, inve
         return colour_normals(pred)
     if kind == "segmentation":
         return colorize(pred.astype(np.int64) + 1)  # model classes start at 0; palette 0 is "none"
+    if kind == "edges":  # probability → white on black, like Canny's targets
+        grey = np.round(np.clip(np.nan_to_num(pred), 0.0, 1.0) * 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
     raise ValueError(f"render_prediction: unknown kind {kind!r}")
 
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 from typing import Any, Iterable, Union
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from sentence_builders.tasks import check_task_names, get_task
+from sentence_builders.tasks import check_task_args, check_task_names, get_task
 from uvd.api import Builder, BuildContext
 from uvd.config import Strict
 from uvd.errors import reason_of
@@ -47,6 +47,11 @@ class PairsOptions(Strict):
     def _known(cls, v: str) -> str:
         check_task_names([v])
         return v
+
+    @model_validator(mode="after")
+    def _args(self) -> "PairsOptions":
+        check_task_args(self.task, self.task_args)  # a missing model file is found when planning
+        return self
 
 
 # LVM's scripts: paired datasets and inpainting 5 epochs, colorization 2, others 1.
