@@ -54,6 +54,10 @@ class CocoOptions(Strict):
     # The keypoints' format (uvd/keypoint_formats.py); auto: from each category's keypoint names/count.
     keypoint_format: Literal["auto", "coco", "coco_wholebody", "aic", "crowdpose", "mpii", "halpe26", "halpe136",
                              "ochuman", "posetrack18"] = "auto"
+    # Annotations reaching past the image: refuse the image (COCO's rule), or clip: a box is cut to
+    # the frame (one wholly outside is still refused) and a point outside counts as unlabelled.
+    # PoseTrack18 needs clip: its boxes have a margin and its head tops leave the frame.
+    outside: Literal["refuse", "clip"] = "refuse"
 
     @field_validator("annotations", mode="before")
     @classmethod
@@ -149,7 +153,8 @@ def _finite(values: list[Any]) -> bool:
 
 
 def parse_object(ann: dict[str, Any], width: int, height: int, categories: dict[int, str],
-                 keypoint_format: str = "auto", category_keypoints: dict[int, list[str]] | None = None) -> dict[str, Any]:
+                 keypoint_format: str = "auto", category_keypoints: dict[int, list[str]] | None = None,
+                 outside: str = "refuse") -> dict[str, Any]:
     """One COCO annotation → a checked object in original pixel coordinates; BadInput when bad."""
     aid = ann.get("id", "?")
     cid = ann.get("category_id")
@@ -166,6 +171,9 @@ def parse_object(ann: dict[str, Any], width: int, height: int, categories: dict[
         x, y, w, h = (float(v) for v in bbox)
         if w <= 0 or h <= 0:
             raise BadInput("bad_annotation", f"annotation {aid}: box of zero or negative size {w}x{h}")
+        if outside == "clip" and x < width and y < height and x + w > 0 and y + h > 0:
+            x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))
+            x, y, w, h = x0, y0, x1 - x0, y1 - y0
         # COCO boxes lie inside the image; allow a pixel of slack for float export rounding.
         if x < -1 or y < -1 or x + w > width + 1 or y + h > height + 1:
             raise BadInput("bad_annotation", f"annotation {aid}: box {bbox} outside the {width}x{height} image")
@@ -189,9 +197,11 @@ def parse_object(ann: dict[str, Any], width: int, height: int, categories: dict[
         if fmt not in ("coco_wholebody", "halpe136") and np.any(~np.isin(arr[:, 2], (0, 1, 2))):
             raise BadInput("bad_annotation", f"annotation {aid}: keypoint visibility not in {{0, 1, 2}}")
         shown = arr[:, 2] > 0
-        outside = shown & ((arr[:, 0] < 0) | (arr[:, 1] < 0) | (arr[:, 0] > width) | (arr[:, 1] > height))
-        if outside.any():
-            k = int(np.flatnonzero(outside)[0])
+        beyond = shown & ((arr[:, 0] < 0) | (arr[:, 1] < 0) | (arr[:, 0] > width) | (arr[:, 1] > height))
+        if outside == "clip":
+            arr[beyond, 2] = 0
+        elif beyond.any():
+            k = int(np.flatnonzero(beyond)[0])
             raise BadInput("bad_annotation", f"annotation {aid}: keypoint {k} at ({arr[k, 0]:g}, {arr[k, 1]:g}) "
                                              f"outside the {width}x{height} image")
         obj["keypoints"] = arr
@@ -260,7 +270,7 @@ class CocoSource(Source):
         if not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0:
             raise BadInput("bad_annotation", f"image {iid}: width/height {width!r}x{height!r} missing or not positive")
         objects = [parse_object(a, width, height, index.categories, self.options.keypoint_format,
-                                index.category_keypoints) for a in index.by_image.get(iid, [])]
+                                index.category_keypoints, self.options.outside) for a in index.by_image.get(iid, [])]
         path = root / file_name
         try:
             data = path.read_bytes()

@@ -16,8 +16,9 @@ clips of `frames_per_sentence` labelled frames are planned like `video` clips
 files are read. The Item follows uvd/annotations.py: `images` = frame bytes,
 `keypoints_per_frame` = per frame a (P, K, 3) array (P = 0 for a labelled frame without
 people), `keypoint_format`, `width`/`height`, `clips`, `frame_indices`, `frame_names`. The
-`interleaved` and `grouped` builders draw the skeletons. A malformed person fails its video
-(`bad_annotation: ...`).
+`interleaved` and `grouped` builders draw the skeletons. A malformed person (wrong count,
+non-finite, visibility not 0/1/2) fails its video (`bad_annotation: ...`); a point past the
+frame (PoseTrack labels head tops that leave it) counts as unlabelled.
 """
 from __future__ import annotations
 
@@ -166,10 +167,10 @@ class PoseVideoSource(Source):
                 n = len(kps) if isinstance(kps, list) else type(kps).__name__
                 raise BadInput("bad_annotation", f"{img['file_name']}: person {ann.get('id', '?')}: keypoints must be "
                                                  f"{k}×(x, y, v) numbers ({fmt}), got {n}") from None
-            shown = arr[:, 2] > 0
-            if not np.isfinite(arr).all() or (shown & ((arr[:, 0] < 0) | (arr[:, 1] < 0) | (arr[:, 0] > width)
-                                                       | (arr[:, 1] > height))).any():
+            if not np.isfinite(arr).all() or not np.isin(arr[:, 2], (0, 1, 2)).all():
                 raise BadInput("bad_annotation", f"{img['file_name']}: person {ann.get('id', '?')}: a keypoint is "
-                                                 f"non-finite or outside the {width}x{height} frame")
+                                                 "non-finite or its visibility is not 0/1/2")
+            # PoseTrack labels head tops that leave the frame: such a point is not drawn (unlabelled).
+            arr[(arr[:, 0] < 0) | (arr[:, 1] < 0) | (arr[:, 0] > width) | (arr[:, 1] > height), 2] = 0
             out.append(arr)
         return np.array(out, np.float64).reshape(len(out), k, 3)

@@ -97,16 +97,19 @@ def check_format(name: str) -> str:
 
 
 def detect_format(names: Sequence[str] | None, count: int, wholebody_fields: bool = False) -> str | None:
-    """The format of a COCO-style category: by its keypoint names when they match one table,
-    else by the number of points per person; None when that is ambiguous (14: AIC or CrowdPose)."""
+    """The format of a COCO-style category: the table of `count` points whose names agree with
+    `names` at the most positions (more than half; datasets spell a few differently, e.g.
+    CrowdPose's own file says "head" where MMPose says "top_head"); without names, the only
+    format of that many points. None when ambiguous (14 points without names: AIC or CrowdPose)."""
     if wholebody_fields:
         return "coco_wholebody"
-    if names:
-        for fmt, known in NAMES.items():
-            if known is not None and tuple(names) == known and fmt != "ochuman":
-                return fmt
-    by_count = [f for f, n in NUM_KEYPOINTS.items() if n == count and f not in ("ochuman", "posetrack18")]
-    return by_count[0] if len(by_count) == 1 else None
+    candidates = [f for f, n in NUM_KEYPOINTS.items() if n == count and f != "ochuman"]  # OCHuman draws as COCO
+    if names and len(names) == count:
+        scored = sorted(((sum(a == b for a, b in zip(names, NAMES[f] or ())), f) for f in candidates), reverse=True)
+        if scored and scored[0][0] * 2 > count and (len(scored) == 1 or scored[1][0] < scored[0][0]):
+            return scored[0][1]
+    plain = [f for f in candidates if f != "posetrack18"]  # PoseTrack18 is told apart by its names only
+    return plain[0] if len(plain) == 1 else None
 
 
 def to_openpose(keypoints: np.ndarray, fmt: str) -> np.ndarray:
