@@ -20,7 +20,7 @@ from PIL import Image
 from pydantic import Field, model_validator
 
 from sources.segmentation import decode_label_map
-from sources.video_plan import ShortPolicy, clip_notes, frames_needed, plan_clips
+from sources.video_plan import ShortPolicy, check_sentence_length, clip_notes, frames_needed, plan_clips
 from uvd.api import BuildContext, Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput, ConfigError
@@ -74,9 +74,7 @@ class AnnotatedVideoSource(Source):
 
     def __init__(self, options: AnnotatedVideoOptions, ctx: BuildContext) -> None:
         super().__init__(options, ctx)
-        if 2 * options.frames_per_sentence > ctx.max_images:
-            raise ConfigError(f"annotated_video: 2 × frames_per_sentence ({options.frames_per_sentence}) "
-                              f"> max_images_per_sentence {ctx.max_images}")
+        check_sentence_length("annotated_video", options.frames_per_sentence, ctx.max_images)
 
     def _dirs(self) -> tuple[Path, Path]:
         o = self.options

@@ -118,14 +118,19 @@ class CocoIndex:
             self.by_image.setdefault(iid, []).append(anns[key])
 
 
-def _load_json(path: str) -> dict[str, Any]:
+def read_json(path: str | Path, who: str) -> Any:
+    """A JSON annotation file; ConfigError (naming the source `who`) when unreadable or malformed."""
     try:
         with open(path, "rb") as f:
-            data = json.load(f)
+            return json.load(f)
     except json.JSONDecodeError as err:
-        raise ConfigError(f"coco: {path} is not valid JSON (truncated or malformed): {err}") from None
+        raise ConfigError(f"{who}: {path} is not valid JSON (truncated or malformed): {err}") from None
     except OSError as err:
-        raise ConfigError(f"coco: cannot read {path}: {err.strerror or err}") from None
+        raise ConfigError(f"{who}: cannot read {path}: {err.strerror or err}") from None
+
+
+def _load_json(path: str) -> dict[str, Any]:
+    data = read_json(path, "coco")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ConfigError(f"coco: {path} has no `images` list: not a COCO annotation file")
     return data

@@ -15,13 +15,13 @@ MPII marks an unlabelled joint (-1, -1) with `joints_vis` 0. A person whose join
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 from pydantic import model_validator
 
+from sources.coco import read_json
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput, ConfigError
@@ -44,13 +44,7 @@ class MpiiOptions(Strict):
 
 
 def load_people(path: str) -> list[Any]:
-    try:
-        with open(path, "rb") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"mpii: {path} is not valid JSON (truncated or malformed): {err}") from None
-    except OSError as err:
-        raise ConfigError(f"mpii: cannot read {path}: {err.strerror or err}") from None
+    data = read_json(path, "mpii")
     if not isinstance(data, list):
         raise ConfigError(f"mpii: {path} is not a list of people (MMPose's MPII layout); "
                           "COCO-style MPII files go through `source: coco`")

@@ -22,14 +22,14 @@ frame (PoseTrack labels head tops that leave it) counts as unlabelled.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from sources.video_plan import ShortPolicy, clip_notes, frames_needed, plan_clips
+from sources.coco import read_json
+from sources.video_plan import ShortPolicy, check_sentence_length, clip_notes, frames_needed, plan_clips
 from uvd.api import BuildContext, Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput, ConfigError
@@ -64,12 +64,7 @@ def _files(path: str) -> list[Path]:
 
 
 def _load(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_bytes())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"pose_video: {path} is not valid JSON: {err}") from None
-    except OSError as err:
-        raise ConfigError(f"pose_video: cannot read {path}: {err.strerror or err}") from None
+    data = read_json(path, "pose_video")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ConfigError(f"pose_video: {path} has no `images` list: not a PoseTrack18/COCO-style file")
     return data
@@ -88,9 +83,7 @@ class PoseVideoSource(Source):
 
     def __init__(self, options: PoseVideoOptions, ctx: BuildContext) -> None:
         super().__init__(options, ctx)
-        if 2 * options.frames_per_sentence > ctx.max_images:
-            raise ConfigError(f"pose_video: 2 × frames_per_sentence ({options.frames_per_sentence}) "
-                              f"> max_images_per_sentence {ctx.max_images}")
+        check_sentence_length("pose_video", options.frames_per_sentence, ctx.max_images)
 
     def plan(self, items_per_unit: int) -> list[dict[str, Any]]:
         rows: dict[str, str] = {}

@@ -17,7 +17,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from uvd.errors import BadInput
+from uvd.errors import BadInput, ConfigError
 
 ShortPolicy = Literal["reduce_stride", "skip"]
 
@@ -104,6 +104,13 @@ def plan_clips(num_frames: int, clip_len: int, strides: list[int], clips_per_str
         need = ", ".join(f"{span(clip_len, s)} at stride {s}" for s in skipped)
         raise BadInput("too_short", f"{num_frames} frames; a clip of {clip_len} needs {need} (short_policy={short_policy})")
     return ClipPlan(clips, notes)
+
+
+def check_sentence_length(source: str, frames_per_sentence: int, max_images: int) -> None:
+    """Annotated video: a frame and its annotation per frame must fit one sentence."""
+    if 2 * frames_per_sentence > max_images:
+        raise ConfigError(f"{source}: 2 × frames_per_sentence ({frames_per_sentence}) "
+                          f"> max_images_per_sentence {max_images}")
 
 
 def frames_needed(clips: list[Clip]) -> list[int]:
