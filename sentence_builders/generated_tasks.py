@@ -216,13 +216,17 @@ def render_prediction(kind: str, pred: np.ndarray, height: int, width: int, inve
 
 
 def render_keypoints(kp: np.ndarray, height: int, width: int, min_score: float = 0.0) -> np.ndarray:
-    """K×3 (x, y, score): 17 COCO keypoints as an OpenPose skeleton, any other K as palette dots."""
+    """K×3 (x, y, score): a known pose format (by K: 17 COCO, 133 COCO-WholeBody, 16 MPII, 26/136
+    Halpe; uvd/keypoint_formats.py) as an OpenPose skeleton, any other K as palette dots."""
     from renderers.palette import class_color
     from renderers.pose import render_pose
+    from uvd.keypoint_formats import detect_format
 
     visible = (kp[:, 2] > min_score).astype(np.float64)
-    if len(kp) == 17:
-        return render_pose(np.concatenate([kp[:, :2], visible[:, None]], axis=1)[None], height, width)
+    fmt = detect_format(None, len(kp))
+    if fmt is not None:
+        people = np.concatenate([kp[:, :2], visible[:, None]], axis=1)[None]
+        return render_pose(people, height, width, keypoint_format=fmt)
     canvas = np.zeros((height, width, 3), np.uint8)
     r = max(1, round(min(height, width) / 64))
     for k, (x, y, _) in enumerate(kp):

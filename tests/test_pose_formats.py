@@ -296,3 +296,15 @@ def test_a_labelled_neck_wins_over_the_shoulders():
     with pytest.raises(BadInput):
         from sources.coco import parse_object
         parse_object({"id": 1, "category_id": 1, "keypoints": [1.0] * 42}, 100, 100, {1: "person"})
+
+
+def test_pseudo_label_keypoints_of_a_known_count_draw_as_that_format():
+    from sentence_builders.generated_tasks import render_keypoints
+
+    joints = json.loads((POSE / "mpii/test_mpii.json").read_text())[0]
+    kp = np.concatenate([np.asarray(joints["joints"], float) / 8, np.ones((16, 1))], axis=1)  # 16: MPII, as scores
+    canvas = render_keypoints(kp, 256, 256)
+    names = NAMES["mpii"]
+    at = kp[names.index("left_wrist"), :2].round().astype(int)
+    assert tuple(canvas[at[1], at[0]]) == pose_mod.KEYPOINT_COLORS[pose_mod.KEYPOINT_NAMES.index("left_wrist")]
+    assert pose_mod.KEYPOINT_COLORS[0] not in {tuple(c) for c in canvas.reshape(-1, 3)}  # MPII has no nose
