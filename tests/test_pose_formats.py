@@ -6,7 +6,6 @@ fails here. The tables themselves are compared with MMPose 1.3.2's files when mm
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLES, build_dataset
+from support.mmpose_files import mmpose_configs, read_config
 from renderers import pose as pose_mod
 from uvd import codec
 from uvd.errors import BadInput
@@ -226,40 +226,22 @@ def test_coco_openpose_mapping_is_unchanged_for_coco17():
         to_openpose(kp, "coco18")
 
 
-def _mmpose_configs() -> Path:
-    spec = importlib.util.find_spec("mmpose")  # locate only: importing mmpose needs mmcv + mmengine
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("mmpose is not installed")
-    root = Path(list(spec.submodule_search_locations)[0])
-    path = next((p for p in (root / ".mim" / "configs", root.parent / "configs")
-                 if (p / "_base_" / "datasets" / "coco.py").is_file()), None)
-    if path is None:
-        pytest.skip("mmpose is installed without its configs")
-    return path
-
-
-def _exec(path: Path) -> dict:
-    ns: dict = {}
-    exec(compile(path.read_text(), str(path), "exec"), ns)
-    return ns
-
-
 def test_keypoint_tables_match_mmpose_1_3_2():
-    configs = _mmpose_configs()
+    configs = mmpose_configs()
     from uvd.keypoint_formats import FORMAT_FILES
 
     for fmt, file in FORMAT_FILES.items():
-        info = _exec(configs / "_base_" / "datasets" / file)["dataset_info"]["keypoint_info"]
+        info = read_config(configs / "_base_" / "datasets" / file)["dataset_info"]["keypoint_info"]
         names = tuple(info[i]["name"] for i in range(len(info)))
         assert len(names) == NUM_KEYPOINTS[fmt], fmt
         if NAMES[fmt] is not None:
             assert names == NAMES[fmt], fmt
-    mappings = _exec(configs / "wholebody_2d_keypoint/rtmpose/cocktail14/rtmw-l_8xb320-270e_cocktail14-384x288.py")
+    mappings = read_config(configs / "wholebody_2d_keypoint/rtmpose/cocktail14/rtmw-l_8xb320-270e_cocktail14-384x288.py")
     for fmt, var in (("aic", "aic_coco133"), ("crowdpose", "crowdpose_coco133"), ("mpii", "mpii_coco133"),
                      ("halpe136", "halpe_coco133"), ("posetrack18", "posetrack_coco133")):
         assert tuple(map(tuple, mappings[var])) == TO_WHOLEBODY[fmt], fmt
     # Every mapped pair joins points of the same name (MMPose's whole-body names).
-    wb = _exec(configs / "_base_" / "datasets" / "coco_wholebody.py")["dataset_info"]["keypoint_info"]
+    wb = read_config(configs / "_base_" / "datasets" / "coco_wholebody.py")["dataset_info"]["keypoint_info"]
     wb_names = [wb[i]["name"] for i in range(133)]
     for fmt in ("aic", "crowdpose", "mpii", "posetrack18", "halpe26", "ochuman"):
         for s, d in TO_WHOLEBODY[fmt]:
@@ -267,8 +249,8 @@ def test_keypoint_tables_match_mmpose_1_3_2():
 
 
 def test_whole_body_openpose_colours_match_mmpose():
-    configs = _mmpose_configs()
-    info = _exec(configs / "_base_" / "datasets" / "coco_wholebody_openpose.py")["dataset_info"]
+    configs = mmpose_configs()
+    info = read_config(configs / "_base_" / "datasets" / "coco_wholebody_openpose.py")["dataset_info"]
     kpts, links = info["keypoint_info"], info["skeleton_info"]
     names = [kpts[i]["name"] for i in range(134)]
     assert names[:18] == list(pose_mod.KEYPOINT_NAMES)
