@@ -19,6 +19,7 @@ from renderers import degrade
 from renderers.depth import colour_depth, colour_normals, default_intrinsics, normals_from_depth, valid_depth
 from renderers.edges import canny
 from renderers.palette import colorize
+from uvd.annotations import require
 from uvd.api import BuildContext
 from uvd.errors import BadInput
 from uvd.image import decode_image, normalise
@@ -39,10 +40,7 @@ def _full_photo(item: Item, ctx: BuildContext) -> np.ndarray:
 
 
 def _annotation(item: Item, key: str, hint: str) -> Any:
-    value = item.annotations.get(key)
-    if value is None:
-        raise BadInput("no_annotation", f"item has no {key} ({hint})")
-    return value
+    return require(item.annotations, key, hint)
 
 
 def _same_size(photo: np.ndarray, ann: np.ndarray, what: str) -> None:

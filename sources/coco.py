@@ -44,7 +44,7 @@ from pydantic import field_validator
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput, ConfigError
-from uvd.keypoint_formats import FORMATS, NUM_KEYPOINTS, detect_format
+from uvd.keypoint_formats import NUM_KEYPOINTS, FormatOption, detect_format
 from uvd.records import Failed, Item
 
 
@@ -52,8 +52,7 @@ class CocoOptions(Strict):
     annotations: list[str]  # COCO JSON files (instances, person_keypoints, ...), merged by image id
     images_dir: str  # `file_name` of each image is relative to this folder
     # The keypoints' format (uvd/keypoint_formats.py); auto: from each category's keypoint names/count.
-    keypoint_format: Literal["auto", "coco", "coco_wholebody", "aic", "crowdpose", "mpii", "halpe26", "halpe136",
-                             "ochuman", "posetrack18"] = "auto"
+    keypoint_format: FormatOption = "auto"
     # Annotations reaching past the image: refuse the image (COCO's rule), or clip: a box is cut to
     # the frame (one wholly outside is still refused) and a point outside counts as unlabelled.
     # PoseTrack18 needs clip: its boxes have a margin and its head tops leave the frame.

@@ -23,7 +23,7 @@ frame (PoseTrack labels head tops that leave it) counts as unlabelled.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -33,15 +33,14 @@ from sources.video_plan import ShortPolicy, check_sentence_length, clip_notes, f
 from uvd.api import BuildContext, Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput, ConfigError
-from uvd.keypoint_formats import NUM_KEYPOINTS, detect_format
+from uvd.keypoint_formats import NUM_KEYPOINTS, FormatOption, detect_format
 from uvd.records import Failed, Item
 
 
 class PoseVideoOptions(Strict):
     root: str  # `file_name`s are relative to this folder
     annotations: str  # a folder of per-video JSON files, or one JSON file holding every video
-    keypoint_format: Literal["auto", "coco", "coco_wholebody", "aic", "crowdpose", "mpii", "halpe26", "halpe136",
-                             "ochuman", "posetrack18"] = "auto"
+    keypoint_format: FormatOption = "auto"
     frames_per_sentence: int = Field(8, ge=1)  # the sentence holds twice as many images
     strides: list[int] = Field(default_factory=lambda: [1], min_length=1)  # in labelled frames
     clips_per_stride: int = Field(1, ge=1)

@@ -73,3 +73,20 @@ def test_every_source_keeps_to_the_contract(tmp_path: Path) -> None:
     assert KEYS - seen == {"masks", "normals"}
     assert {"objects", "keypoints_per_frame", "keypoint_format", "label_map", "depth", "intrinsics", "paired_task",
             "clips", "frame_indices"} <= seen
+
+
+def test_the_keypoint_format_option_lists_every_format_and_reads_go_through_the_contract() -> None:
+    import typing
+
+    import pytest
+
+    from uvd.annotations import require
+    from uvd.errors import BadInput
+    from uvd.keypoint_formats import FormatOption
+
+    assert set(typing.get_args(FormatOption)) == set(FORMATS) | {"auto"}
+    assert require({"depth": 1}, "depth", "x") == 1
+    with pytest.raises(BadInput, match="^no_annotation: item has no depth"):
+        require({}, "depth", "use the depth source")
+    with pytest.raises(KeyError, match="not an annotation key"):
+        require({"dpeth": 1}, "dpeth", "typo")

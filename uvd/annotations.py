@@ -82,6 +82,19 @@ KEYS: frozenset[str] = frozenset(Annotations.__annotations__)
 OBJECT_KEYS: frozenset[str] = frozenset(AnnotatedObject.__annotations__)
 
 
+def require(annotations: dict[str, Any], key: str, hint: str) -> Any:
+    """A task's or builder's read of one contract key: `no_annotation` (bad input) when the item
+    lacks it; a key outside the contract is a programming error (KeyError)."""
+    if key not in KEYS:
+        raise KeyError(f"{key!r} is not an annotation key of uvd/annotations.py")
+    value = annotations.get(key)
+    if value is None:
+        from uvd.errors import BadInput
+
+        raise BadInput("no_annotation", f"item has no {key} ({hint})")
+    return value
+
+
 def unknown_keys(annotations: dict[str, Any]) -> list[str]:
     """Keys outside the contract (a test runs every source through this)."""
     return sorted(set(annotations) - KEYS)

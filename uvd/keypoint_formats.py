@@ -21,7 +21,7 @@ A point a format lacks has visibility 0 and is never drawn.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -58,6 +58,9 @@ FORMAT_FILES: dict[str, str] = {
     "posetrack18": "posetrack18.py",
 }
 FORMATS: tuple[str, ...] = tuple(NAMES)
+# What a source's `keypoint_format` option accepts (a test keeps it equal to FORMATS + auto).
+FormatOption = Literal["auto", "coco", "ochuman", "coco_wholebody", "aic", "crowdpose", "mpii", "halpe26", "halpe136",
+                       "posetrack18"]
 
 # format -> [(its index, COCO-WholeBody index)]: MMPose's cocktail14 KeypointConverter mappings.
 _HALPE_COCO133 = ([(i, i) for i in range(17)] + [(20, 17), (21, 20), (22, 18), (23, 21), (24, 19), (25, 22)]
