@@ -5,6 +5,7 @@ A `Labeler` wraps a torch module that maps a photo to one dense or sparse annota
 - `depth`        (N, 1, H, W) or (N, H, W): depth, or disparity with `inverse_output`;
 - `normals`      (N, 3, H, W): normals in the viewer's frame (x right, y up, z to the camera);
 - `segmentation` (N, C, H, W) class scores (argmax taken) or (N, H, W) integer class ids;
+- `edges`        (N, 1, H, W) or (N, H, W): edge probability in [0, 1] (HED/PiDiNet-style);
 - `keypoints`    (N, K, H, W) heatmaps (peak per channel) or (N, K, 2|3) x, y[, score] in
   input pixels.
 
@@ -30,8 +31,8 @@ import numpy as np
 
 from uvd.errors import ConfigError
 
-Kind = Literal["depth", "normals", "segmentation", "keypoints"]
-KINDS: tuple[str, ...] = ("depth", "normals", "segmentation", "keypoints")
+Kind = Literal["depth", "normals", "segmentation", "keypoints", "edges"]
+KINDS: tuple[str, ...] = ("depth", "normals", "segmentation", "keypoints", "edges")
 
 ARCHITECTURES: dict[str, Callable[..., Any]] = {}
 
@@ -163,7 +164,7 @@ class Labeler:
         n = len(photos)
         if self.kind == "keypoints":
             return list(self._keypoints(y, n, h, w))
-        if y.ndim == 3 and self.kind in ("depth", "segmentation"):
+        if y.ndim == 3 and self.kind in ("depth", "segmentation", "edges"):
             y = y.unsqueeze(1)
         if y.ndim != 4 or y.shape[0] != n:
             raise ValueError(f"labeler ({self.kind}): expected a (N, C, H, W) output, got {tuple(y.shape)}")
@@ -172,9 +173,9 @@ class Labeler:
             return [a.numpy().astype(np.int32) for a in ids]
         if y.shape[-2:] != (h, w):
             y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
-        if self.kind == "depth":
+        if self.kind in ("depth", "edges"):
             if y.shape[1] != 1:
-                raise ValueError(f"labeler (depth): expected 1 channel, got {y.shape[1]}")
+                raise ValueError(f"labeler ({self.kind}): expected 1 channel, got {y.shape[1]}")
             return [a[0].numpy().astype(np.float32) for a in y]
         if self.kind == "normals":
             if y.shape[1] != 3:
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("images", help="folder of photos (searched recursively)")
     p.add_argument("out", help="folder for the predictions, same relative names")
     p.add_argument("--model", required=True, help="local TorchScript (.pt), exported program (.pt2) or state dict")
-    p.add_argument("--kind", required=True, choices=[k for k in KINDS if k != "keypoints"])
+    p.add_argument("--kind", required=True, choices=[k for k in KINDS if k not in ("keypoints", "edges")])
     p.add_argument("--arch", help="architecture for a state dict (registered name or module:factory)")
     p.add_argument("--arch-args", default="{}", help="JSON keyword arguments of the architecture")
     p.add_argument("--mean", type=float, nargs=3, default=(0.0, 0.0, 0.0))

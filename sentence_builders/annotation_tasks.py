@@ -23,6 +23,8 @@ from renderers.boxes import draw_boxes
 from renderers.masks import decode_segmentation_resized, label_map
 from renderers.palette import colorize
 from renderers.pose import render_pose
+from uvd.annotations import AnnotatedObject
+from uvd.keypoint_formats import to_openpose
 from uvd.api import BuildContext
 from uvd.errors import BadInput
 from uvd.image import Transform, decode_image, fit_transform, normalise
@@ -71,14 +73,22 @@ def detection(item: Item, ctx: BuildContext, rng: np.random.Generator) -> Exampl
 
 def pose(item: Item, ctx: BuildContext, rng: np.random.Generator) -> Example:
     """The photo, then every person's OpenPose skeleton on black."""
-    people = [o["keypoints"] for o in _objects(item, "keypoints") if np.any(o["keypoints"][:, 2] > 0)]
+    people = [o for o in _objects(item, "keypoints") if np.any(o["keypoints"][:, 2] > 0)]
     if not people:
         raise BadInput("empty", "no person with a labelled keypoint")
     photo, t, _ = photo_and_transform(item, ctx)
-    kp = np.array(people, np.float64)
-    kp[..., :2] = t.points(kp[..., :2])
     size = ctx.image.size
-    return [(photo, False), (render_pose(kp, size, size), True)]
+    return [(photo, False), (render_pose(people_in_openpose(people, t), size, size, keypoint_format="openpose"), True)]
+
+
+def people_in_openpose(people: list[AnnotatedObject], t: Transform) -> np.ndarray:
+    """People of any keypoint format, mapped to output pixels, then to OpenPose's (P, 134, 3)."""
+    out = []
+    for o in people:
+        kp = np.array(o["keypoints"], np.float64)
+        kp[:, :2] = t.points(kp[:, :2])
+        out.append(to_openpose(kp[None], o.get("keypoint_format") or "coco")[0])
+    return np.array(out, np.float64)
 
 
 _last_masks: tuple[Any, Any, list[np.ndarray]] | None = None  # shared by the two segmentation tasks

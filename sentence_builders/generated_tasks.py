@@ -19,6 +19,7 @@ from renderers import degrade
 from renderers.depth import colour_depth, colour_normals, default_intrinsics, normals_from_depth, valid_depth
 from renderers.edges import canny
 from renderers.palette import colorize
+from uvd.annotations import require
 from uvd.api import BuildContext
 from uvd.errors import BadInput
 from uvd.image import decode_image, normalise
@@ -39,10 +40,7 @@ def _full_photo(item: Item, ctx: BuildContext) -> np.ndarray:
 
 
 def _annotation(item: Item, key: str, hint: str) -> Any:
-    value = item.annotations.get(key)
-    if value is None:
-        raise BadInput("no_annotation", f"item has no {key} ({hint})")
-    return value
+    return require(item.annotations, key, hint)
 
 
 def _same_size(photo: np.ndarray, ann: np.ndarray, what: str) -> None:
@@ -186,6 +184,19 @@ def pseudo_label(item: Item, ctx: BuildContext, rng: np.random.Generator, model:
     return [(photo, False), (render_prediction(kind, labeler(photo), h, w, inverse_output), True)]
 
 
+def _check_pseudo_label(args: dict[str, Any]) -> None:
+    """At plan time: the model file exists (so `uvd plan` says NOT PLANNED instead of failing every item)."""
+    from uvd.config import require_path
+    from uvd.errors import ConfigError
+
+    if not args.get("model"):
+        raise ConfigError("pseudo_label: give `model`, the local path of a .pt2, TorchScript file or state dict")
+    require_path(str(args["model"]), "pseudo_label.model")
+
+
+pseudo_label.check_args = _check_pseudo_label  # type: ignore[attr-defined]
+
+
 def render_prediction(kind: str, pred: np.ndarray, height: int, width: int, inverse_output: bool = False) -> np.ndarray:
     """A labeler's output for one photo → an RGB image with the same renderers as ground truth."""
     if kind == "keypoints":
@@ -196,17 +207,24 @@ def render_prediction(kind: str, pred: np.ndarray, height: int, width: int, inve
         return colour_normals(pred)
     if kind == "segmentation":
         return colorize(pred.astype(np.int64) + 1)  # model classes start at 0; palette 0 is "none"
+    if kind == "edges":  # probability → white on black, like Canny's targets
+        grey = np.round(np.clip(np.nan_to_num(pred), 0.0, 1.0) * 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
     raise ValueError(f"render_prediction: unknown kind {kind!r}")
 
 
 def render_keypoints(kp: np.ndarray, height: int, width: int, min_score: float = 0.0) -> np.ndarray:
-    """K×3 (x, y, score): 17 COCO keypoints as an OpenPose skeleton, any other K as palette dots."""
+    """K×3 (x, y, score): a known pose format (by K: 17 COCO, 133 COCO-WholeBody, 16 MPII, 26/136
+    Halpe; uvd/keypoint_formats.py) as an OpenPose skeleton, any other K as palette dots."""
     from renderers.palette import class_color
     from renderers.pose import render_pose
+    from uvd.keypoint_formats import detect_format
 
     visible = (kp[:, 2] > min_score).astype(np.float64)
-    if len(kp) == 17:
-        return render_pose(np.concatenate([kp[:, :2], visible[:, None]], axis=1)[None], height, width)
+    fmt = detect_format(None, len(kp))
+    if fmt is not None:
+        people = np.concatenate([kp[:, :2], visible[:, None]], axis=1)[None]
+        return render_pose(people, height, width, keypoint_format=fmt)
     canvas = np.zeros((height, width, 3), np.uint8)
     r = max(1, round(min(height, width) / 64))
     for k, (x, y, _) in enumerate(kp):

@@ -58,6 +58,16 @@ def get_task(name: str, args: dict[str, Any] | None = None) -> TaskFn:
     return functools.partial(fn, **args)
 
 
+def check_task_args(name: str, args: dict[str, Any] | None) -> None:
+    """For builder options, at plan time: the options bind to the task function, and the task's own
+    `check_args(args)` hook (when it has one, e.g. `pseudo_label` needs its model file) passes."""
+    fn = get_task(name)
+    get_task(name, args)
+    hook = getattr(fn, "check_args", None)
+    if hook is not None:
+        hook(dict(args or {}))
+
+
 def check_task_names(names: list[str]) -> None:
     """For builder options: every name is in TASKS or a dotted "module:function"."""
     bad = [t for t in names if t not in TASKS and ":" not in t]

@@ -17,9 +17,9 @@ from __future__ import annotations
 from typing import Any, Iterable, Union
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from sentence_builders.tasks import check_task_names, get_task
+from sentence_builders.tasks import check_task_args, check_task_names, get_task
 from uvd.api import Builder, BuildContext
 from uvd.config import Strict
 from uvd.errors import BadInput
@@ -39,6 +39,12 @@ class TupleOptions(Strict):
         if len(set(v)) != len(v):
             raise ValueError(f"tasks listed twice: {v}")
         return v
+
+    @model_validator(mode="after")
+    def _args(self) -> "TupleOptions":
+        for t in self.tasks:  # a missing model file is found when planning
+            check_task_args(t, self.task_args.get(t))
+        return self
 
 
 class TupleBuilder(Builder):

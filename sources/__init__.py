@@ -5,6 +5,6 @@ BUILTIN: dict[str, str] = {
     "laion": "sources.laion:LaionSource", "img2dataset": "sources.img2dataset_output:Img2datasetSource",
     "video": "sources.video:VideoSource", "annotated_video": "sources.annotated_video:AnnotatedVideoSource",
     "objaverse": "sources.objaverse:ObjaverseSource",
-    "coco": "sources.coco:CocoSource",
+    "coco": "sources.coco:CocoSource", "mpii": "sources.mpii:MpiiSource", "pose_video": "sources.pose_video:PoseVideoSource",
     "segmentation": "sources.segmentation:SegmentationSource", "depth": "sources.depth:DepthSource", "paired": "sources.paired:PairedSource",
 }

@@ -20,7 +20,7 @@ from PIL import Image
 from pydantic import Field, model_validator
 
 from sources.segmentation import decode_label_map
-from sources.video_plan import ShortPolicy, frames_needed, plan_clips
+from sources.video_plan import ShortPolicy, check_sentence_length, clip_notes, frames_needed, plan_clips
 from uvd.api import BuildContext, Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput, ConfigError
@@ -40,6 +40,7 @@ class AnnotatedVideoOptions(Strict):
     strides: list[int] = Field(default_factory=lambda: [2], min_length=1)
     clips_per_stride: int = Field(1, ge=1)
     short_policy: ShortPolicy = "reduce_stride"
+    max_overlap: float = Field(0.5, ge=0.0, le=1.0)  # near-duplicate reduced clips (sources/video_plan.py)
     ignore_index: int | None = 255  # id-map pixels with this value count as background
 
     @model_validator(mode="after")
@@ -73,9 +74,7 @@ class AnnotatedVideoSource(Source):
 
     def __init__(self, options: AnnotatedVideoOptions, ctx: BuildContext) -> None:
         super().__init__(options, ctx)
-        if 2 * options.frames_per_sentence > ctx.max_images:
-            raise ConfigError(f"annotated_video: 2 × frames_per_sentence ({options.frames_per_sentence}) "
-                              f"> max_images_per_sentence {ctx.max_images}")
+        check_sentence_length("annotated_video", options.frames_per_sentence, ctx.max_images)
 
     def _dirs(self) -> tuple[Path, Path]:
         o = self.options
@@ -111,7 +110,7 @@ class AnnotatedVideoSource(Source):
         if not paired:
             raise BadInput("unpaired", f"video {video!r}: no frame has an annotation")
         clips = plan_clips(len(paired), o.frames_per_sentence, o.strides, o.clips_per_stride, o.short_policy,
-                           lambda stride: self.ctx.rng(video, "clip", stride))
+                           lambda stride: self.ctx.rng(video, "clip", stride), o.max_overlap)
         needed = frames_needed(clips)
         images, masks = [], []
         for i in needed:
@@ -126,5 +125,6 @@ class AnnotatedVideoSource(Source):
             item_id=video, source=self.ctx.dataset, images=images,
             annotations={"masks": masks, "clips": [c.as_dict() for c in clips], "frame_indices": needed,
                          "frame_names": [paired[i] for i in needed]},
-            provenance={"video": video, "num_frames": len(paired), "unannotated_frames": len(frames) - len(paired)},
+            provenance={"video": video, "num_frames": len(paired), "unannotated_frames": len(frames) - len(paired),
+                        **clip_notes(clips)},
         )

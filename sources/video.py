@@ -13,7 +13,7 @@ from typing import Any, Iterator
 from pydantic import Field, model_validator
 
 from sources.video_decode import IsolatedDecoder, VideoInfo
-from sources.video_plan import ShortPolicy, frames_needed, plan_clips
+from sources.video_plan import ShortPolicy, clip_notes, frames_needed, plan_clips
 from sources.listing import list_inputs
 from uvd.api import BuildContext, Source, chunk
 from uvd.config import Strict, require_path
@@ -32,6 +32,7 @@ class VideoOptions(Strict):
     strides: list[int] = Field(default_factory=lambda: [10, 20, 30], min_length=1)
     clips_per_stride: int = Field(1, ge=1)
     short_policy: ShortPolicy = "reduce_stride"
+    max_overlap: float = Field(0.5, ge=0.0, le=1.0)  # near-duplicate reduced clips (sources/video_plan.py)
     backend: str = Field("auto", pattern="^(auto|decord|pyav)$")
     timeout_s: float = Field(120.0, gt=0)  # per decoder request (open, read) of one video
     recycle_every: int = Field(200, ge=1)  # fresh decoder process after this many videos
@@ -89,7 +90,7 @@ class VideoSource(Source):
 
         def planner(info: VideoInfo) -> list[int]:
             clips = plan_clips(info.frames, o.clip_len, o.strides, o.clips_per_stride, o.short_policy,
-                               lambda stride: self.ctx.rng(item_id, "clip", stride))
+                               lambda stride: self.ctx.rng(item_id, "clip", stride), o.max_overlap)
             plans["clips"] = clips
             return frames_needed(clips)
 
@@ -100,7 +101,7 @@ class VideoSource(Source):
             annotations={"clips": [c.as_dict() for c in clips], "frame_indices": frames_needed(clips)},
             provenance={"path": item_id, "fps": round(info.fps, 6), "num_frames": info.frames,
                         "backend": info.backend, **({"width": info.width, "height": info.height} if info.width else {}),
-                        **({"label": label} if label else {})},
+                        **({"label": label} if label else {}), **clip_notes(clips)},
         )
 
     def close(self) -> None:

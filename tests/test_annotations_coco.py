@@ -198,19 +198,9 @@ def test_neck_is_mean_of_shoulders_only_when_both_are_visible():
 
 def test_openpose_table_matches_mmpose_when_installed():
     """Our copy of MMPose's coco_openpose dataset_info must equal the original file."""
-    import importlib.util
+    from support.mmpose_files import mmpose_configs, read_config
 
-    spec = importlib.util.find_spec("mmpose")  # locate only: importing mmpose needs mmcv + mmengine
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("mmpose is not installed")
-    root = Path(list(spec.submodule_search_locations)[0])
-    path = next((p for p in (root / ".mim" / "configs", root.parent / "configs")
-                 if (p / "_base_" / "datasets" / "coco_openpose.py").is_file()), None)
-    if path is None:
-        pytest.skip("mmpose is installed without its configs")
-    path = path / "_base_" / "datasets" / "coco_openpose.py"
-    ns: dict = {}
-    exec(compile(path.read_text(), str(path), "exec"), ns)
+    ns = read_config(mmpose_configs() / "_base_" / "datasets" / "coco_openpose.py")
     info = ns["dataset_info"]
     kpts = [info["keypoint_info"][i] for i in range(len(info["keypoint_info"]))]
     assert tuple(k["name"] for k in kpts) == pose_mod.KEYPOINT_NAMES

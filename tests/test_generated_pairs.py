@@ -2,6 +2,8 @@
 real pairs from the `paired` source, on synthetic inputs with known answers and through run_unit."""
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import cv2
@@ -122,7 +124,12 @@ def test_colorization_pairs_from_an_image_folder_build_deterministically(tmp_pat
         assert [r["images"] for r in rows] == [r["images"] for r in rows2]
         assert audit["broken.jpg"]["reason"] == "decode"
         assert sum(a["status"] == "ok" for a in audit.values()) == 7
-        assert [r["num_images"] for r in rows] == [6, 6, 2] and {r["task"] for r in rows} == {task}
+        meta = [json.loads(r["meta"]) for r in rows]
+        # epoch 0 groups consecutive items; colorization has 2 epochs, inpainting 5 (LVM's defaults)
+        first = [r["num_images"] for r, m in zip(rows, meta) if m["epoch"] == 0]
+        assert first == [6, 6, 2] and {r["task"] for r in rows} == {task}
+        assert {m["epoch"] for m in meta} == set(range({"colorization": 2, "inpainting": 5}[task]))
+        assert len({r["sentence_id"] for r in rows}) == len(rows)
         if task == "colorization":
             x = codec.decode(rows[0]["images"][0])
             assert np.abs(x[..., 0].astype(int) - x[..., 2]).max() <= 3  # grey (after JPEG)

@@ -35,12 +35,31 @@ def test_starts_depend_on_seed_and_video_but_not_on_call_order() -> None:
 
 def test_short_video_reduces_the_stride_to_fit() -> None:
     # 310 frames (the bundled pancake clip): 16 frames at stride 30 need 451, at 20 need 301.
-    clips = plan_clips(310, 16, [10, 20, 30], 1, "reduce_stride", rng("pancake"))
+    # Allowing any overlap keeps the reduced clip: it fits the video at the largest stride that does.
+    clips = plan_clips(310, 16, [10, 20, 30], 1, "reduce_stride", rng("pancake"), max_overlap=1.0)
     by_req = {c.requested_stride: c for c in clips}
     assert by_req[20].stride == 20 and by_req[10].stride == 10
     assert by_req[30].stride == (310 - 1) // 15 == 20
     assert by_req[30].indices[-1] < 310
     assert by_req[30].start != by_req[20].start  # never the very same clip twice
+    # By default (50%) that reduced clip repeats the stride-20 clip's window (~97% of it): dropped, with a note.
+    default = plan_clips(310, 16, [10, 20, 30], 1, "reduce_stride", rng("pancake"))
+    assert [c.requested_stride for c in default] == [10, 20]
+    assert len(default.notes) == 1 and "stride 30 (reduced to 20)" in default.notes[0] and "> max_overlap 50%" in default.notes[0]
+
+
+def test_a_short_video_gives_no_near_duplicate_clips() -> None:
+    # The case: 150 frames, 16 per clip at strides 10/20/30 all reduce to stride 9.
+    clips = plan_clips(150, 16, [10, 20, 30], 1, "reduce_stride", rng("short"))
+    assert len(clips) == 1 and clips[0].stride == 9 and clips[0].requested_stride == 10
+    assert len(clips.notes) == 2 and all("reduced to 9" in n for n in clips.notes)
+    everything = plan_clips(150, 16, [10, 20, 30], 1, "reduce_stride", rng("short"), max_overlap=1.0)
+    assert len(everything) == 3 and not everything.notes
+    # Clips at a stride that fits are never dropped, however much they overlap (asked for).
+    many = plan_clips(40, 16, [1], 3, "reduce_stride", rng("fits"))
+    assert len(many) == 3 and not many.notes
+    # A long video is untouched: its clips at different strides are all kept.
+    assert len(plan_clips(5000, 16, [10, 20, 30], 1, "reduce_stride", rng("a.mp4"))) == 3
 
 
 def test_short_video_skip_policy() -> None:

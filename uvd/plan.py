@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from uvd.config import BuildConfig, DatasetConfig
+from uvd import registry
+from uvd.config import BuildConfig, DatasetConfig, parse_model
 from uvd.layout import sentence_shard, stats_file, unit_name
 from uvd.storage import exists, read_json
 from uvd.unit import dataset_hash, make_source, payload_hash
@@ -22,6 +23,8 @@ class PlannedUnit:
 
 
 def plan_dataset(cfg: BuildConfig, ds: DatasetConfig) -> list[PlannedUnit]:
+    # The builder's options too (e.g. a pseudo-label model file): a dataset that cannot build is not planned.
+    parse_model(registry.lookup("builder", ds.builder).Options, ds.builder_args, f"datasets[{ds.key}].builder_args")
     source = make_source(cfg, ds)
     try:
         payloads = source.plan(ds.items_per_unit)

@@ -6,6 +6,8 @@ from typing import Any, Union
 
 import numpy as np
 
+from uvd.annotations import Annotations
+
 # A source may hand over an image still encoded (bytes, decoded lazily by the builder so a
 # bad file fails as one item) or already decoded (H×W×3 uint8 RGB).
 ImageLike = Union[bytes, np.ndarray]
@@ -18,7 +20,8 @@ class Item:
     item_id: str  # stable: derived from the dataset's own ids or paths, never from enumeration order
     source: str
     images: list[ImageLike] = field(default_factory=list)
-    annotations: dict[str, Any] = field(default_factory=dict)  # typed by key: boxes, keypoints, mask, depth, label, ...
+    # Keys, types and units: uvd/annotations.py (boxes, keypoints + format, masks, depth, clips, ...).
+    annotations: Annotations = field(default_factory=dict)  # type: ignore[assignment]
     label: str | None = None  # class label (category sequences)
     mesh: Any = None  # trimesh.Trimesh / Scene for 3D objects
     provenance: dict[str, Any] = field(default_factory=dict)  # small, JSON-able: path, original ids, frame indices
