@@ -2,7 +2,8 @@
 
 A `Labeler` wraps a torch module that maps a photo to one dense or sparse annotation:
 
-- `depth`        (N, 1, H, W) or (N, H, W): depth, or disparity with `inverse_output`;
+- `depth`        (N, 1, H, W) or (N, H, W): depth, or disparity (the caller inverts it: the
+  `pseudo_label` task's and `uvd pseudo-label`'s `inverse_output`);
 - `normals`      (N, 3, H, W): normals in the viewer's frame (x right, y up, z to the camera);
 - `segmentation` (N, C, H, W) class scores (argmax taken) or (N, H, W) integer class ids;
 - `keypoints`    (N, K, H, W) heatmaps (peak per channel) or (N, K, 2|3) x, y[, score] in
@@ -99,7 +100,7 @@ class Labeler:
     """A loaded expert model for one kind of annotation; call it on H×W×3 uint8 photos."""
 
     def __init__(self, module: Any, kind: str, mean: Sequence[float] = (0.0, 0.0, 0.0),
-                 std: Sequence[float] = (1.0, 1.0, 1.0), inverse_output: bool = False, device: str = "cpu") -> None:
+                 std: Sequence[float] = (1.0, 1.0, 1.0), device: str = "cpu") -> None:
         if kind not in KINDS:
             raise ConfigError(f"labeler: unknown kind {kind!r}; one of {', '.join(KINDS)}")
         import torch
@@ -111,7 +112,6 @@ class Labeler:
             pass
         self.kind = kind
         self.device = device
-        self.inverse_output = inverse_output
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 

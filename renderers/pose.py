@@ -64,7 +64,6 @@ COCO_TO_OPENPOSE: tuple[int, ...] = tuple(
 LINKS: tuple[tuple[int, int], ...] = tuple(
     (KEYPOINT_NAMES.index(a), KEYPOINT_NAMES.index(b)) for a, b in SKELETON
 )
-LINK_ALPHA = 0.6  # MMPose's fixed transparency for body links (blended as 3/5 in integers)
 
 
 def coco_to_openpose(keypoints: np.ndarray) -> np.ndarray:
@@ -122,7 +121,7 @@ def render_pose(keypoints: np.ndarray, height: int, width: int,
             cv2.fillConvexPoly(mask, poly - (x0, y0), 1)
             inside = mask.astype(bool)
             roi = canvas[y0:y1, x0:x1]
-            # Integer blend (alpha 0.6 = 3/5) so the bytes never depend on float rounding.
+            # MMPose's link alpha 0.6, blended as 3/5 in integers so the bytes never depend on float rounding.
             roi[inside] = ((3 * np.asarray(color, np.uint16) + 2 * roi[inside].astype(np.uint16) + 2) // 5).astype(np.uint8)
         for k in range(18):
             if person[k, 2] < 1:

@@ -1,4 +1,4 @@
-"""The import graph follows the design's arrows: the core of `uvd/` names no package above it,
+"""The import graph follows the arrows of the README's layout table: the core of `uvd/` names no package above it,
 plug-in packages import only what lies below them, and nothing imports `demo/` or `tests/`.
 
 Imports are read from the source (ast), wherever they are: at the top of a module, inside a
