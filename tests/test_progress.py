@@ -51,6 +51,33 @@ def test_build_without_a_terminal_logs_progress_lines(tmp_path: Path) -> None:
     assert f"units: {units} planned, 0 already done, {units} built, 0 failed" in run.stdout  # the summary
 
 
+def test_build_on_a_terminal_draws_a_bar(tmp_path: Path) -> None:
+    import pty
+
+    main, tty = pty.openpty()  # stderr is a terminal here, stdout a pipe
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    try:
+        run = subprocess.run([sys.executable, "-m", "uvd", "build", str(_config(tmp_path)), "--no-ray"], env=env,
+                             stdout=subprocess.PIPE, stderr=tty, text=True, timeout=300)
+        os.close(tty)
+        chunks = []
+        while True:
+            try:
+                data = os.read(main, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(main)
+    err = b"".join(chunks).decode(errors="replace")
+    assert run.returncode == 0, err
+    assert "\r" in err and "build: 100%" in err and "items/s, 0 failed" in err, err  # tqdm redraws one line
+    assert not re.search(r"^build: \d+/\d+ units", err, re.M)  # no periodic lines on a terminal
+    assert "units:" in run.stdout
+
+
 def test_quiet_build_prints_only_the_summary(tmp_path: Path) -> None:
     run = _uvd("-q", "build", str(_config(tmp_path)), "--no-ray")
     assert run.returncode == 0, run.stderr
