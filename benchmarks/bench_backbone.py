@@ -19,7 +19,10 @@ import numpy as np
 
 from uvd.config import BuildConfig
 from uvd.plan import plan_units
+from uvd.cli.plugins import register_builtin
 from uvd.unit import run_unit
+
+register_builtin()  # image_folder and single by name, as the CLI registers them
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
 

@@ -1,4 +1,4 @@
-"""Part B tasks: ours (map the annotation to 256×256 first, then render/degrade) vs the
+"""Dense-map and pair tasks: ours (map the annotation to 256×256 first, then render/degrade) vs the
 straightforward render-or-degrade at the original size, then normalise.
 
     python benchmarks/bench_dense_pairs.py [--n 12] [--side 1280] [--rounds 3]

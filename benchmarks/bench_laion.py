@@ -43,7 +43,7 @@ print("RESULT " + json.dumps({"seconds": seconds, "ok": ok}))
 
 
 def _serve(folder: str, queue: mp.Queue) -> None:
-    from sources.laion_demo import ImageServer
+    from demo.image_server import ImageServer
 
     images = {p.name: p.read_bytes() for p in sorted(Path(folder).glob("*.jpg"))}
     server = ImageServer(images)
@@ -62,8 +62,10 @@ def run_uvd(a: dict) -> dict:
     """In the UVD subprocess: plan, then run the units (one per process), timed after imports."""
     from uvd.config import BuildConfig
     from uvd.layout import unit_name
+    from uvd.cli.plugins import register_builtin
     from uvd.unit import make_source
 
+    register_builtin()
     cfg = BuildConfig.model_validate({"out": a["out"], "datasets": [{
         "name": "laion", "source": "laion", "builder": "single", "items_per_unit": a["per_process"],
         "source_args": {"metadata": a["metadata"],
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"img2dataset venv not found at {BENCH_PY}: see this file's docstring", file=sys.stderr)
         return 2
 
-    from sources.laion_demo import generated_photos
+    from demo.image_server import generated_photos
 
     with tempfile.TemporaryDirectory(prefix="bench_laion_") as tmp:
         work = Path(tmp)

@@ -42,8 +42,10 @@ def make_inputs(folder: Path, copies: int) -> None:
 
 def full_path(folder: Path, out: Path, platform: str) -> tuple[tuple[float, float], int, list[dict]]:
     from uvd.config import BuildConfig, parse_model
+    from uvd.cli.plugins import register_builtin
     from uvd.unit import make_source, run_unit
 
+    register_builtin()
     cfg = parse_model(BuildConfig, {"out": str(out), "datasets": [
         {"name": "objects", "source": "objaverse", "source_args": {"root": str(folder)},
          "builder": "multiview", "builder_args": {"gl_platform": platform}, "items_per_unit": 10_000}]}, "bench")

@@ -26,7 +26,7 @@ import decord
 
 from sentence_builders.video import VideoClipBuilder
 from sources.video import VideoOptions, VideoSource
-from sources.video_demo import write_video
+from demo.video import write_video
 from uvd.api import BuildContext
 from uvd.image import normalise
 from uvd.records import Failed

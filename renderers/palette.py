@@ -29,7 +29,6 @@ def _build() -> np.ndarray:
 
 
 PALETTE: np.ndarray = _build()
-BACKGROUND: tuple[int, int, int] = (0, 0, 0)
 
 
 def palette_index(label: int) -> int:

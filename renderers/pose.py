@@ -70,7 +70,6 @@ COCO_TO_OPENPOSE: tuple[int, ...] = tuple(
 LINKS: tuple[tuple[int, int], ...] = tuple(
     (KEYPOINT_NAMES.index(a), KEYPOINT_NAMES.index(b)) for a, b in SKELETON
 )
-LINK_ALPHA = 0.6  # MMPose's fixed transparency for body links (blended as 3/5 in integers)
 
 # --- whole-body extras (coco_wholebody_openpose.py, MMPose 1.3.2; feet: OpenPose BODY_25) -------
 # Hand links, per hand: root→thumb1…4, root→forefinger1…4, middle, ring, pinky (hand-local ids).

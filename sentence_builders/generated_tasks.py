@@ -1,4 +1,4 @@
-"""Task functions of part B (see sentence_builders/tasks.py for the contract): dense maps from
+"""Task functions for dense maps and pairs (the contract: sentence_builders/tasks.py): dense maps from
 annotated sources, low-level pairs generated from any photo, real input/target pairs, and
 pseudo-labels from a local expert model.
 
@@ -179,7 +179,7 @@ def pseudo_label(item: Item, ctx: BuildContext, rng: np.random.Generator, model:
         from uvd.errors import ConfigError
         raise ConfigError("pseudo_label: give `model`, the local path of a TorchScript file or state dict")
     photo = _photo(item, ctx)
-    labeler = load_labeler(model, kind, arch, arch_args, mean=list(mean), std=list(std), inverse_output=inverse_output)
+    labeler = load_labeler(model, kind, arch, arch_args, mean=list(mean), std=list(std))
     h, w = photo.shape[:2]
     return [(photo, False), (render_prediction(kind, labeler(photo), h, w, inverse_output), True)]
 

@@ -54,7 +54,7 @@ class MultiviewBuilder(Builder):
     name = "multiview"
     Options = MultiviewOptions
 
-    def _cameras(self, item_id: str) -> tuple[float, float, float]:
+    def cameras(self, item_id: str) -> tuple[float, float, float]:
         """(radius, elevation, start azimuth), drawn in a fixed order whatever the options."""
         o = self.options
         rng = self.ctx.rng(item_id, "cameras")
@@ -76,7 +76,7 @@ class MultiviewBuilder(Builder):
         if item.mesh is None:
             raise BadInput("no_mesh", "item carries no mesh (use an objects source)")
         obj = prepare(item.mesh, max_faces=o.max_faces)
-        radius, elevation, start = self._cameras(item.item_id)
+        radius, elevation, start = self.cameras(item.item_id)
         views = orbit(o.views, radius, elevation, start, o.azimuth_step_deg)
         per = min(o.views_per_sentence, self.ctx.max_images)
         groups = self._groups(item.item_id, per)

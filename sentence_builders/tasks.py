@@ -33,8 +33,8 @@ TASKS: dict[str, str] = {
     "pose": "sentence_builders.annotation_tasks:pose",
     "segmentation": "sentence_builders.annotation_tasks:segmentation",
     "instance_segmentation": "sentence_builders.annotation_tasks:instance_segmentation",
-    **{t: f"sentence_builders.generated_tasks:{t}" for t in ("semantic_segmentation", "depth", "normals", "edges", "colorization", "inpainting", "denoise", "lowlight", "derain", "deblur", "paired", "pseudo_label")},  # part B
-    "stereo": "sentence_builders.generated_tasks:paired", "style": "sentence_builders.generated_tasks:paired",  # part B: real pairs
+    **{t: f"sentence_builders.generated_tasks:{t}" for t in ("semantic_segmentation", "depth", "normals", "edges", "colorization", "inpainting", "denoise", "lowlight", "derain", "deblur", "paired", "pseudo_label")},  # dense maps, generated pairs
+    "stereo": "sentence_builders.generated_tasks:paired", "style": "sentence_builders.generated_tasks:paired",  # real pairs
 }
 
 
@@ -74,6 +74,3 @@ def check_task_names(names: list[str]) -> None:
     if bad:
         raise ValueError(f"unknown task(s) {bad}; known: {', '.join(sorted(TASKS))}")
 
-
-def task_names() -> list[str]:
-    return sorted(TASKS)

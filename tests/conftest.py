@@ -11,6 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from uvd.cli.plugins import register_builtin
+
+register_builtin()  # tests drive uvd.runner.build and run_unit directly, as the CLI does after registering
+
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
 
 

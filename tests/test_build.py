@@ -12,7 +12,8 @@ from conftest import BAD_AND_ODD
 from uvd import codec
 from uvd.api import Source
 from uvd.config import BuildConfig
-from uvd.inspect import contact_sheet, inspect_path
+from uvd.cli.inspect_cmd import inspect_path
+from uvd.shard_summary import contact_sheet
 from uvd.records import Item
 from uvd.runner import build
 from uvd.validate import validate

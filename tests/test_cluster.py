@@ -4,9 +4,9 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from cluster_fixtures import moto_s3, ray_head, submit
+from tests.support.cluster import moto_s3, ray_head, submit
 from tokenize_job.vqgan import VQGAN, VQGANConfig
-from uvd.inspect import inspect_path
+from uvd.cli.inspect_cmd import inspect_path
 from uvd.storage import fs_and_path, glob, read_json
 from uvd.validate import validate
 

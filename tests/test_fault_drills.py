@@ -14,18 +14,18 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cluster_fixtures import kill_when_committed, pids_matching
+from tests.support.cluster import kill_when_committed, pids_matching
 from uvd.config import load_config
 from uvd.runner import build
 from uvd.validate import validate
 
 pytestmark = pytest.mark.slow
-TESTS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent  # so that subprocesses import tests.support
 
 
 def _config(tmp_path: Path, units: int = 8, seconds: float = 0.25) -> Path:
     cfg = {"seed": 3, "run": {"max_retries": 3},
-           "datasets": [{"name": "slow", "source": "drill_sources:SlowSource",
+           "datasets": [{"name": "slow", "source": "tests.support.drill_sources:SlowSource",
                          "source_args": {"units": units, "items": 4, "seconds_per_item": seconds}}]}
     path = tmp_path / "drill.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -36,7 +36,7 @@ def _env(ray_tmp: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
     if ray_tmp is not None:  # the build's local Ray lives here, so the drill can find all of it
         env["RAY_TMPDIR"] = str(ray_tmp)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.pop("RAY_ADDRESS", None)
     return env
 
@@ -59,11 +59,11 @@ def _ids(out: Path) -> list[str]:
 
 
 def _clean_build(config: Path, out: Path) -> None:
-    sys.path.insert(0, str(TESTS))
+    sys.path.insert(0, str(ROOT))
     try:
         assert build(load_config(config), out=str(out), use_ray=False).succeeded
     finally:
-        sys.path.remove(str(TESTS))
+        sys.path.remove(str(ROOT))
 
 
 def _worker_pids() -> list[int]:
@@ -112,7 +112,8 @@ def test_killing_the_driver_then_rerunning_redoes_only_unfinished_units(tmp_path
     rerun = subprocess.run([sys.executable, "-m", "uvd", "build", str(config), "--out", str(out), "--workers", "2"],
                            env=_env(), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-    assert f"{len(done_before)} already done, {10 - len(done_before)} to build" in rerun.stdout
+    assert f"{len(done_before)} already done, {10 - len(done_before)} to build" in rerun.stderr  # logged
+    assert f"{len(done_before)} already done, {10 - len(done_before)} built, 0 failed" in rerun.stdout  # the summary
     assert all(p.stat().st_mtime_ns == m for p, m in mtimes.items())  # finished units were not redone
     assert _shards(out) == _shards(clean)
     assert validate(str(out)) == []

@@ -177,9 +177,9 @@ def test_generated_and_paired_tasks_through_ray_match_the_in_process_build(tmp_p
                  "builder": "pairs", "builder_args": {"task": t, "pairs": 2, "min_pairs": 1}, "items_per_unit": 4}
                 for t in ("inpainting", "derain", "edges")]
     cfg = BuildConfig.model_validate({"out": str(tmp_path / "ray"), "seed": 2, "datasets": datasets})
-    summary = build(cfg, workers=2, log=lambda _msg: None)
+    summary = build(cfg, workers=2)
     assert summary.succeeded
-    build(cfg, out=str(tmp_path / "local"), use_ray=False, log=lambda _msg: None)
+    build(cfg, out=str(tmp_path / "local"), use_ray=False)
     for t in ("inpainting", "derain", "edges"):
         for part in ("part-00000.parquet", "part-00001.parquet"):
             a = (tmp_path / "ray" / "sentences" / t / part).read_bytes()

@@ -125,7 +125,7 @@ def test_pseudo_label_task_renders_like_ground_truth_and_is_deterministic(saved_
 def test_pseudo_label_command_writes_files_the_dense_sources_read(tmp_path, saved_heads):
     import pyarrow.parquet as pq
 
-    from renderers.labeler import main
+    from uvd.cli.pseudo_label_cmd import main
     from uvd.config import BuildConfig
     from uvd.unit import make_source, run_unit
 

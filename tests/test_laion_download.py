@@ -11,8 +11,9 @@ import pytest
 
 from sources.download import Downloader, DownloadOptions, FetchError
 from sources.laion import url_id
-from sources.laion_demo import PRIVATE_URL, ImageServer, bad_cases, generated_photos, laion_inputs
-from laion_support import FAST_DOWNLOAD, audit_rows, config, run_all_units, sentences, write_metadata
+from demo.image_server import PRIVATE_URL, ImageServer, bad_cases, generated_photos
+from demo.laion import laion_inputs
+from tests.support.laion import FAST_DOWNLOAD, audit_rows, config, run_all_units, sentences, write_metadata
 from uvd import codec
 from uvd.config import BuildConfig
 
@@ -131,7 +132,7 @@ def test_demo_step_builds_on_ray_and_validates(tmp_path):
     with contextlib.ExitStack() as stack:
         datasets = laion_inputs(tmp_path / "inputs", stack)
         cfg = BuildConfig.model_validate({"out": str(tmp_path / "build"), "datasets": datasets})
-        summary = build(cfg, workers=2, log=lambda _msg: None)
+        summary = build(cfg, workers=2)
     assert summary.succeeded
     assert validate(cfg.out) == []
     assert summary.inputs == 51 and summary.ok == 39  # 40 photos, one dropped by max_punsafe; one duplicate URL

@@ -7,8 +7,8 @@ import pytest
 
 from sources.filters import FilterOptions, UnitFilters, dhash
 from sources.laion import url_id
-from sources.laion_demo import ImageServer, generated_photos
-from laion_support import FAST_DOWNLOAD, audit_rows, config, run_all_units, sentences, write_metadata
+from demo.image_server import ImageServer, generated_photos
+from tests.support.laion import FAST_DOWNLOAD, audit_rows, config, run_all_units, sentences, write_metadata
 from uvd import codec
 
 

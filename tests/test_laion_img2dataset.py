@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from sources.laion import url_id
-from sources.laion_demo import ImageServer, generated_photos
-from laion_support import FAST_DOWNLOAD, audit_rows, config, run_all_units, sentences, write_metadata
+from demo.image_server import ImageServer, generated_photos
+from tests.support.laion import FAST_DOWNLOAD, audit_rows, config, run_all_units, sentences, write_metadata
 
 PHOTOS = generated_photos(7, seed=5, sizes=(260, 600))
 

@@ -24,7 +24,7 @@ def test_ray_build_matches_in_process(tmp_path: Path) -> None:
     cfg = parse_model(BuildConfig, {"out": str(tmp_path / "ray"), "datasets": [
         {"name": "objects", "source": "objaverse", "source_args": {"root": str(tmp_path / "in")},
          "builder": "multiview", "builder_args": {"views_per_sentence": 4}, "items_per_unit": 1}]}, "t")
-    summary = build(cfg, workers=2, log=lambda _: None)
+    summary = build(cfg, workers=2)
     assert summary.ok
     ds = cfg.datasets[0]
     units = make_source(cfg, ds).plan(ds.items_per_unit)

@@ -2,11 +2,11 @@
 import cv2
 import pytest
 
-import uvd.plan_cmd as plan_cmd
+import uvd.cli.plan_cmd as plan_cmd
 from uvd.config import BuildConfig
 from uvd.plan import plan_units
 from uvd.runner import build
-from uvd.stats_report import main as stats_main
+from uvd.cli.stats_cmd import main as stats_main
 
 
 def _cfg(root, out):

@@ -95,7 +95,7 @@ def test_exported_depth_normals_and_edges_models_label_photos_into_sentences(tmp
 
 
 def test_plan_leaves_a_pseudo_label_entry_without_its_model_not_planned(tmp_path, models, capsys):
-    from uvd.plan_cmd import main
+    from uvd.cli.plan_cmd import main
 
     photos = _photos(tmp_path)
     cfg = tmp_path / "c.yaml"

@@ -11,7 +11,7 @@ import torch
 from tokenize_job.inspect_tokens import contact_sheet, summarise
 from tokenize_job.job import find_sentence_units, tokenize
 from tokenize_job.vqgan import VQGAN, VQGANConfig
-from tokenizer_fixtures import build_sentences
+from tests.support.tokenizer import build_sentences
 from uvd import codec
 from uvd.cli import main as uvd_main
 from uvd.layout import stats_file
@@ -118,7 +118,7 @@ def test_cli_and_inspect(built: tuple[str, Path], tmp_path: Path) -> None:
     sheet = codec.decode(png.read_bytes())
     assert info["with_originals"] and sheet.shape == (512, 256 * info["images"], 3)
     assert uvd_main(["tokenize", out, "--tokenizer", str(tmp_path / "nowhere"), "--no-ray"]) == 2
-    # through `uvd inspect`, which hands token shards over to tokenize_job.inspect_tokens
+    # through `uvd inspect`, which summarises token shards with tokenize_job.inspect_tokens
     png2 = tmp_path / "sheet2.png"
     assert uvd_main(["inspect", root, "--sentence", "1", "--tokenizer", str(tok), "--out", str(png2)]) == 0
     assert codec.decode(png2.read_bytes()).shape[0] == 512

@@ -8,7 +8,7 @@ import numpy as np
 
 from tokenize_job.train_tokenizer import TrainConfig, load_images, reconstruction_error, train
 from tokenize_job.vqgan import VQGAN, VQGANConfig, file_sha256, load_tokenizer
-from tokenizer_fixtures import build_sentences
+from tests.support.tokenizer import build_sentences
 from uvd.cli import main as uvd_main
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 from train import checkpoint
-from train_testdata import write_token_shards
+from tests.support.token_shards import write_token_shards
 
 
 def _free_port() -> int:

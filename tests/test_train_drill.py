@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from train import checkpoint
-from train_testdata import video_token_build
+from tests.support.token_shards import video_token_build
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from tokenize_job.vqgan import VQGAN, VQGANConfig
 from train.config import Config
 from train.generate import continue_sentence, load_model
 from train.loop import train
-from train_testdata import write_token_shards
+from tests.support.token_shards import write_token_shards
 from uvd import cli
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"

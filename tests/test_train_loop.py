@@ -11,7 +11,7 @@ import yaml
 from train import checkpoint
 from train.config import Config, load_train_config
 from train.loop import lr_at, train
-from train_testdata import video_token_build
+from tests.support.token_shards import video_token_build
 from uvd import cli
 
 

@@ -10,7 +10,7 @@ import pytest
 from train.config import DataConfig, MixtureConfig
 from train.shards_index import build_index
 from train.stream import SentenceStream, TokenLoader, make_packer
-from train_testdata import write_token_shards
+from tests.support.token_shards import write_token_shards
 
 EOS, PAD = 8193, 8192
 

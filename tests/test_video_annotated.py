@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from renderers.palette import PALETTE, colorize
-from sources.video_demo import davis_ids, read_index, write_davis
+from demo.video import davis_ids, write_davis
+from tests.support.video_files import read_index
 from uvd import codec
 from uvd.config import BuildConfig, parse_model
 from uvd.errors import ConfigError

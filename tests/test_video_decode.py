@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from sources.video_decode import IsolatedDecoder
-from sources.video_demo import read_index, write_video
+from demo.video import write_video
+from tests.support.video_files import read_index
 from uvd.config import ImageSpec
 from uvd.errors import BadInput
 
@@ -99,7 +100,7 @@ def test_pyav_seeks_to_the_right_frames(tmp_path: Path, name: str, codec: str) -
 
 
 def test_a_stream_that_ends_early_is_planned_again_on_what_it_holds(tmp_path: Path) -> None:
-    from sources.video_demo import write_overreporting_mp4
+    from tests.support.video_files import write_overreporting_mp4
 
     path = str(write_overreporting_mp4(tmp_path / "over.mp4", 100, 40))  # header: 140 samples
     dec = IsolatedDecoder(ImageSpec(), backend="pyav", timeout_s=60)

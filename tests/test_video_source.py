@@ -1,6 +1,6 @@
 """The `video` source + builder, in-process through uvd.unit.run_unit, on real and generated clips.
 
-Generated frames spell their own index (sources/video_demo.index_frame), so every stored
+Generated frames spell their own index (demo/video.index_frame), so every stored
 sentence image can be traced back to the frame it came from.
 """
 from __future__ import annotations
@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from sources.video_demo import read_index, write_overreporting_mp4, write_video
+from demo.video import write_video
+from tests.support.video_files import read_index, write_overreporting_mp4
 from uvd import codec
 from uvd.config import BuildConfig, parse_model
 from uvd.image import normalise
@@ -176,7 +177,7 @@ def test_ray_build_matches_in_process(videos: Path, tmp_path: Path) -> None:
     from uvd.runner import build as ray_build
 
     cfg = config(tmp_path / "ray", {"root": str(videos / "real"), "strides": [20]}, items_per_unit=1)
-    summary = ray_build(cfg, workers=2, log=lambda _: None)
+    summary = ray_build(cfg, workers=2)
     assert summary.ok
     ds = cfg.datasets[0]
     for i, payload in enumerate(make_source(cfg, ds).plan(1)):

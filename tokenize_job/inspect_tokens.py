@@ -1,4 +1,4 @@
-"""`uvd inspect` for token shards: a summary (codes per image, codebook usage) and a contact sheet
+"""Token shards at a glance (`uvd inspect`): a summary (codes per image, codebook usage) and a contact sheet
 of decoded images beside the originals.
 
 `url` may be one token shard, a tokenizer's folder (<out>/tokens/<id>) or <out>/tokens.
@@ -128,23 +128,3 @@ def contact_sheet(url: str, sentence: int | str, tokenizer_dir: str, out_png: st
 
     write_bytes(out_png, buf.tobytes())
     return json.dumps({"sentence_id": row["sentence_id"], "images": n, "with_originals": len(strips) == 2})
-
-
-def run(path: str, sentence: str | None, tokenizer: str | None, out_png: str) -> int:
-    """`uvd inspect` of token shards (uvd/inspect.py parses the arguments and hands over here)."""
-    import sys
-
-    try:
-        print(summarise(path))
-        if sentence is not None:
-            if not tokenizer:
-                print("uvd inspect: --tokenizer DIR is needed to decode tokens into a contact sheet", file=sys.stderr)
-                return 2
-            which: int | str = int(sentence) if sentence.isdigit() else sentence
-            info = json.loads(contact_sheet(path, which, tokenizer, out_png))
-            print(f"contact sheet of {info['sentence_id']} ({info['images']} images, "
-                  f"{'originals above decoded' if info['with_originals'] else 'decoded only'}) → {out_png}")
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        print(f"uvd inspect: {err}", file=sys.stderr)
-        return 2
-    return 0

@@ -10,8 +10,8 @@ supplies scheduling, retries, back-pressure and the actor pool.
 """
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -24,6 +24,7 @@ from uvd.audit import AuditLog
 from uvd.errors import BadInput
 from uvd.layout import manifest as manifest_url
 from uvd.layout import stats_file
+from uvd.progress import progress as progress_bar
 from uvd.records import Failed
 from uvd.schema import TOKEN_SCHEMA
 from uvd.runner import init_ray
@@ -272,8 +273,11 @@ class TokenizeResult:
         return not self.errors and self.manifest["totals"]["units_done"] == self.manifest["totals"]["units"]
 
 
+logger = logging.getLogger(__name__)
+
+
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    logger.info(msg)
 
 
 def tokenize(sentences_url: str, tokenizer_dir: str, out: str | None = None, *, use_ray: bool = True,
@@ -301,9 +305,11 @@ def tokenize(sentences_url: str, tokenizer_dir: str, out: str | None = None, *, 
         if threads:
             torch.set_num_threads(threads)
         encoder = Encoder(model, batch_size=batch_size)
-        for i, u in enumerate(pending, 1):
-            st = tokenize_unit(encoder, describe, u, root, image_batch)
-            progress(_progress_line(i, len(pending), u.source, u.unit, st))
+        with progress_bar(len(pending), "tokenize", "shard") as bar:
+            for i, u in enumerate(pending, 1):
+                st = tokenize_unit(encoder, describe, u, root, image_batch)
+                bar.update(1, items=st["images"], failed=st["failed"])
+                logger.debug(_progress_line(i, len(pending), u.source, u.unit, st))
     man = write_tokens_manifest(root, describe, sentences_url, units, errors)
     t = man["totals"]
     progress(f"tokenize: {t['units_done']}/{t['units']} units, {t.get('sentences', 0)} sentences, "
@@ -342,13 +348,17 @@ def _run_ray(pending: list[TokenUnit], tokenizer_dir: str, root: str, actors: in
                                                "threads": threads},
                         **per_actor)
     errors: dict[str, str] = {}
-    for i, row in enumerate(ds.iter_rows(), 1):
-        name = f"{row['source']}/{row['unit']}"
-        if row["error"]:
-            errors[name] = row["error"]
-            progress(f"  [{i}/{len(pending)}] {name}: FAILED {row['error']}")
-        else:
-            progress(_progress_line(i, len(pending), row["source"], row["unit"], json.loads(row["stats"])))
+    with progress_bar(len(pending), "tokenize", "shard") as bar:
+        for i, row in enumerate(ds.iter_rows(), 1):
+            name = f"{row['source']}/{row['unit']}"
+            if row["error"]:
+                errors[name] = row["error"]
+                bar.update(1, failed=1)
+                logger.warning("  [%d/%d] %s: FAILED %s", i, len(pending), name, row["error"])
+            else:
+                st = json.loads(row["stats"])
+                bar.update(1, items=st["images"], failed=st["failed"])
+                logger.debug(_progress_line(i, len(pending), row["source"], row["unit"], st))
     return errors
 
 

@@ -15,7 +15,7 @@ train a plain autoencoder and the codebook is initialised on its latents.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenize_job.vqgan import VQGAN, VQGANConfig
+from uvd.progress import progress as progress_bar
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -148,7 +151,7 @@ def _restart_dead(model: VQGAN, z: torch.Tensor, usage: torch.Tensor, gen: torch
 
 
 def train(images: np.ndarray, val: np.ndarray, cfg: TrainConfig,
-          progress: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> tuple[VQGAN, dict[str, Any]]:
+          progress: Callable[[str], None] = logger.info) -> tuple[VQGAN, dict[str, Any]]:
     """Train from scratch; deterministic for a given config, images and thread count."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -174,6 +177,7 @@ def train(images: np.ndarray, val: np.ndarray, cfg: TrainConfig,
     history: list[dict[str, float]] = []
     restarted = 0
     t0 = time.perf_counter()
+    bar = progress_bar(cfg.steps, "tokenizer train", "step")
     for step in range(cfg.steps):
         if step == warmup and warmup > 0:
             model.eval()  # dropout off while sampling latents for the codebook
@@ -216,6 +220,8 @@ def train(images: np.ndarray, val: np.ndarray, cfg: TrainConfig,
             history.append({"step": step, "reconstruction": round(rec_v, 5), "vq": round(vq_v, 5), "adversarial": round(adv.item(), 5)})
             progress(f"  step {step:4d}/{cfg.steps}  rec {rec_v:.4f}  vq {vq_v:.4f}  "
                      f"{(step + 1) / (time.perf_counter() - t0):.1f} steps/s")
+        bar.update(1, items=len(x))
+    bar.close()
     model.eval()
     report = {"history": history, "restarted_codes": restarted, "seconds": round(time.perf_counter() - t0, 2),
               "train_images": len(images), "val_images": len(val)}
@@ -223,7 +229,7 @@ def train(images: np.ndarray, val: np.ndarray, cfg: TrainConfig,
 
 
 def train_from_shards(sentences_url: str, out_dir: str | Path, cfg: TrainConfig, name: str = "uvd-vqgan",
-                      progress: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> dict[str, Any]:
+                      progress: Callable[[str], None] = logger.info) -> dict[str, Any]:
     """Read images, train, measure validation reconstruction error vs an untrained model, save."""
     images, ids = load_images(sentences_url, cfg.max_images, cfg.vqgan.resolution)
     mask = split_validation(ids, cfg.val_fraction)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import random
@@ -25,6 +26,9 @@ from train.config import Config
 from train.model import ModelArgs, Transformer, loss_fn
 from train.stream import TokenLoader
 from uvd import storage
+from uvd.progress import progress as progress_bar
+
+log = logging.getLogger(__name__)
 
 FSDP_FROM_PARAMS = 1_000_000_000
 # Dense bf16 peak per device, for MFU.
@@ -183,7 +187,7 @@ class Logger:
         with self.fs.open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()]
-        print("train: " + " | ".join(parts), flush=True)
+        log.info("train: " + " | ".join(parts))
 
 
 def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
@@ -219,12 +223,12 @@ def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
         loader.load_state_dict(ck["data"][d.rank])
         _set_rng_state(ck["rng"][d.rank])
         if d.main:
-            print(f"train: resumed from {resume} at step {step}", flush=True)
+            log.info(f"train: resumed from {resume} at step {step}")
     logger = Logger(cfg.train.out, d.main)
     if d.main and not resume:
         storage.write_json(storage.join(cfg.train.out, "config.json"), cfg.model_dump(mode="json"))
-        print(f"train: {n_params / 1e6:.2f}M parameters, {d.world} rank(s), device {device.type}, "
-              f"{'bf16' if use_bf16 else 'fp32'}", flush=True)
+        log.info(f"train: {n_params / 1e6:.2f}M parameters, {d.world} rank(s), device {device.type}, "
+                 f"{'bf16' if use_bf16 else 'fp32'}")
     peak = peak_flops(cfg, device)
     compiled = torch.compile(wrapped) if cfg.train.compile else wrapped
 
@@ -232,6 +236,7 @@ def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
     tokens_per_step = cfg.train.batch_size * cfg.data.seq_len * cfg.train.grad_accum * d.world
     last_step = cfg.train.steps if stop_after is None else min(cfg.train.steps, step + stop_after)
     t_last = time.perf_counter()
+    bar = progress_bar(last_step - step, "train", "step") if d.main else None  # items: tokens
     while step < last_step:
         lr = lr_at(step, cfg)
         for group in optim.param_groups:
@@ -270,11 +275,15 @@ def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
         if grad_norm is not None:
             record["grad_norm"] = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
         records.append(record)
+        if bar is not None:
+            bar.update(1, items=tokens_per_step)
         if step % cfg.train.log_every == 0 or step == last_step:
             logger.log(record)
         if step % cfg.train.ckpt_every == 0 or step == last_step:
             save_checkpoint(cfg, d, wrapped, optim, loader, step)
             t_last = time.perf_counter()  # saving is not training time
+    if bar is not None:
+        bar.close()
     if dist.is_initialized():
         dist.barrier()
     return records
@@ -289,7 +298,7 @@ def save_checkpoint(cfg: Config, d: Dist, model: nn.Module, optim: torch.optim.O
         state = {"step": step, "config": cfg.model_dump(mode="json"), "model": ms, "optimizer": os_,
                  "scheduler": {"kind": "warmup_cosine", "step": step}, "data": data, "rng": rng}
         url = checkpoint.save(cfg.train.out, step, state, cfg.train.keep_checkpoints)
-        print(f"train: checkpoint {url}", flush=True)
+        log.info(f"train: checkpoint {url}")
     if d.world > 1:
         dist.barrier()
 

@@ -1,4 +1,4 @@
-"""Where things live under an output URL (DESIGN.md, "Output layout")."""
+"""Where things live under an output URL (README, "What it writes")."""
 from __future__ import annotations
 
 from uvd.storage import join

@@ -1,4 +1,4 @@
-"""The records that flow between sources, builders and shards (see DESIGN.md)."""
+"""The records that flow between sources, builders and shards."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

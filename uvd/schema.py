@@ -1,4 +1,4 @@
-"""Arrow schemas of the shards (schema version 1, DESIGN.md) and their file metadata."""
+"""Arrow schemas of the shards (schema version 1, README "What it writes") and their file metadata."""
 from __future__ import annotations
 
 import json

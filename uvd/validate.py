@@ -1,7 +1,6 @@
-"""`uvd validate OUT`: the manifest against the files; exit non-zero with a list of problems."""
+"""Check a build output against its manifest: files, sha256, schema, images, inputs = ok + failed."""
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from uvd import codec
@@ -94,21 +93,3 @@ def validate(out: str, decode_images: bool = True) -> list[str]:
             elif url.endswith(".parquet") and not any(url.endswith(p) for p in listed):
                 problems.append(f"{rel}: shard not in the manifest (uncommitted)")
     return problems
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="uvd validate", description=__doc__)
-    p.add_argument("out", help="output folder or URL of a build")
-    p.add_argument("--no-decode", action="store_true", help="skip decoding every image (faster)")
-    args = p.parse_args(argv)
-    problems = validate(args.out, decode_images=not args.no_decode)
-    if problems:
-        print(f"{len(problems)} problems:")
-        for prob in problems:
-            print("  " + prob)
-        return 1
-    manifest = read_json(manifest_url(args.out.rstrip("/")))
-    t = manifest["totals"]
-    print(f"OK: {t['units_done']} units, {t['sentences']} sentences, {t['images']} images, "
-          f"inputs {t['inputs']} = ok {t['ok']} + failed {t['failed']}")
-    return 0

@@ -1,4 +1,4 @@
-"""Demo inputs for video (uvd/demo.py DEMO_INPUTS), and the generated clips tests and the benchmark use.
+"""Demo inputs for video (demo/run.py DEMO_INPUTS), and the generated clips tests and the benchmark use.
 
 Generated frames carry their own index as a 4×4 grid of black/white cells in the middle of
 the picture, large enough to survive H.264, MJPEG, the centre crop to 256×256 and JPEG
@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from demo.samples import samples_dir
 
 GRID = 4  # 16 bits: indices up to 65535
 
@@ -29,24 +31,6 @@ def index_frame(i: int, width: int = 320, height: int = 240, seed: int = 0) -> n
         r, c = divmod(k, GRID)
         img[y0 + r * cell:y0 + (r + 1) * cell, x0 + c * cell:x0 + (c + 1) * cell] = 255 if (i >> k) & 1 else 0
     return img
-
-
-def read_index(img: np.ndarray, source_size: tuple[int, int] = (320, 240), size: int = 256) -> int:
-    """The index spelled by `index_frame` in a frame normalised (centre crop) to size×size."""
-    w, h = source_size
-    scale = size / min(w, h)
-    cell = min(w, h) // (GRID + 2) * scale
-    x0 = (w * scale - size) / 2
-    y0 = (h * scale - size) / 2
-    gx = (w - GRID * (min(w, h) // (GRID + 2))) / 2 * scale - x0
-    gy = (h - GRID * (min(w, h) // (GRID + 2))) / 2 * scale - y0
-    value = 0
-    for k in range(GRID * GRID):
-        r, c = divmod(k, GRID)
-        cy, cx = gy + (r + 0.5) * cell, gx + (c + 0.5) * cell
-        m = img[int(cy - cell / 4):int(cy + cell / 4), int(cx - cell / 4):int(cx + cell / 4)].mean()
-        value |= int(m > 127) << k
-    return value
 
 
 def write_video(path: str | Path, frames: int, fps: int = 30, codec: str = "h264", width: int = 320,
@@ -74,35 +58,6 @@ def write_video(path: str | Path, frames: int, fps: int = 30, codec: str = "h264
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
-    return path
-
-
-def write_overreporting_mp4(path: str | Path, frames: int, extra: int, fps: int = 30) -> Path:
-    """An H.264 mp4 with `frames` pictures followed by `extra` packets that hold only filler
-    data: the container (and decord) count frames + extra frames, a decoder outputs `frames`."""
-    import av
-
-    path = Path(path)
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
-        s.codec_context.options = {"bframes": "0"}
-        last = None
-        for i in range(frames):
-            for p in s.encode(av.VideoFrame.from_ndarray(index_frame(i), format="rgb24")):
-                last = (p.pts, p.duration or 1, p.time_base)
-                c.mux(p)
-        for p in s.encode():
-            last = (p.pts, p.duration or 1, p.time_base)
-            c.mux(p)
-        pts, dur, tb = last  # type: ignore[misc]
-        filler = bytes([0x0C]) + b"\xff" * 8 + b"\x80"  # NAL type 12: filler data, no picture
-        for k in range(extra):
-            pkt = av.Packet(len(filler).to_bytes(4, "big") + filler)
-            pkt.stream, pkt.time_base = s, tb
-            pkt.pts = pkt.dts = pts + (k + 1) * dur
-            pkt.duration = dur
-            c.mux(pkt)
     return path
 
 
@@ -139,8 +94,6 @@ def write_davis(root: str | Path, video: str, frames: int, width: int = 320, hei
 
 def video_inputs(workdir: Path, stack: contextlib.ExitStack) -> list[dict[str, Any]]:
     """The real pancake clip (short at stride 30), the corrupted sample, a generated clip; and a tiny DAVIS set."""
-    from uvd.demo import samples_dir
-
     vids = workdir / "videos"
     (vids / "real").mkdir(parents=True, exist_ok=True)
     for name in ("flipping_a_pancake.mkv", "corrupted.mp4"):

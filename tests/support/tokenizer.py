@@ -16,7 +16,7 @@ from uvd.layout import unit_name
 # and run several times slower than one.
 torch.set_num_threads(1)
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_data"
 
 
 def write_inputs(root: Path, generated: int = 6) -> Path:

@@ -12,27 +12,20 @@ import cv2
 import numpy as np
 import yaml
 
+from demo.samples import samples_dir
 from uvd import codec
 
 # Each: "module:function", function(workdir: Path, stack: ExitStack) -> list of dataset entries.
 DEMO_INPUTS: list[str] = [
-    "uvd.demo:image_inputs",
-    "sources.laion_demo:laion_inputs",
-    "sources.objects_demo:objects_inputs",
-    "sources.video_demo:video_inputs",
-    "sources.annotations_demo:coco_inputs",
-    "sources.annotations_b_demo:dense_pair_inputs",
+    "demo.run:image_inputs",
+    "demo.laion:laion_inputs",
+    "demo.objects:objects_inputs",
+    "demo.video:video_inputs",
+    "demo.coco:coco_inputs",
+    "demo.dense_pairs:dense_pair_inputs",
 ]
 # Each: "module:function", function(out: str, workdir: Path) -> None, run after the build.
-DEMO_AFTER: list[str] = ["tokenize_job.demo:tokenizer_step", "train.demo:train_step"]
-
-
-def samples_dir() -> Path:
-    """The real sample files bundled with the project (copied from ../shared/data)."""
-    here = Path(__file__).resolve().parent.parent / "sample_data"
-    if not here.is_dir():
-        raise FileNotFoundError(f"bundled samples not found at {here}")
-    return here
+DEMO_AFTER: list[str] = ["demo.tokenizer:tokenizer_step", "demo.train:train_step"]
 
 
 def _load(spec: str) -> Any:
@@ -88,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from uvd.config import parse_model, BuildConfig
-    from uvd.inspect import inspect_path, contact_sheet
+    from uvd.cli.inspect_cmd import inspect_path
+    from uvd.shard_summary import contact_sheet
     from uvd.runner import build
     from uvd.validate import validate
 
@@ -105,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         # The same build can be rerun (or submitted to a cluster) with `uvd build <out>/demo-config.yaml`.
         (out / "demo-config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         summary = build(cfg, workers=args.workers)
+    print(summary.report())
     problems = validate(cfg.out)
     print(f"\nvalidate: {'OK' if not problems else f'{len(problems)} problems'}")
     for prob in problems:

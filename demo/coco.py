@@ -1,9 +1,9 @@
 """Demo step for COCO annotations: the bundled sample → detection, pose, segmentation pairs and a tuple.
 
-`coco_inputs` is registered in uvd/demo.py DEMO_INPUTS. Running this module regenerates the
+`coco_inputs` is registered in demo/run.py DEMO_INPUTS. Running this module regenerates the
 contact sheets of docs/tasks/ from the same sample:
 
-    python -m sources.annotations_demo docs/tasks
+    python -m demo.coco docs/tasks
 """
 from __future__ import annotations
 
@@ -15,24 +15,18 @@ from typing import Any
 
 import numpy as np
 
+from demo.samples import samples_dir
 from renderers.palette import PALETTE
 
 PAIR_TASKS = ("detection", "pose", "segmentation")
 TUPLE_TASKS = ["detection", "pose", "segmentation", "instance_segmentation"]
 
 
-def _sample_dir() -> Path:
-    here = Path(__file__).resolve().parent.parent / "sample_data" / "coco"
-    if not (here / "test_coco.json").is_file():
-        raise FileNotFoundError(f"bundled COCO sample not found at {here}")
-    return here
-
-
 def coco_inputs(workdir: Path, stack: contextlib.ExitStack) -> list[dict[str, Any]]:
     """Copy the 4 COCO photos and their JSON under workdir; one dataset per task plus a tuple."""
     root = workdir / "coco"
     (root / "images").mkdir(parents=True, exist_ok=True)
-    sample = _sample_dir()
+    sample = samples_dir() / "coco"
     for f in sorted(sample.glob("*.jpg")):
         shutil.copy(f, root / "images" / f.name)
     shutil.copy(sample / "test_coco.json", root / "person_keypoints.json")
@@ -54,7 +48,7 @@ def write_task_sheets(out_dir: Path, tile: int = 192) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = BuildContext(dataset="coco_demo")
-    sample = _sample_dir()
+    sample = samples_dir() / "coco"
     src = CocoSource(CocoOptions(annotations=[str(sample / "test_coco.json")], images_dir=str(sample)), ctx)
     items = [it for unit in src.plan(64) for it in src.read(unit)]
     written = []

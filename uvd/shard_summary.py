@@ -1,8 +1,6 @@
-"""`uvd inspect PATH`: what is in a shard, a dataset folder or a whole output; a sentence's contact sheet."""
+"""What is in sentence shards: counts by source/task/layout, failures by reason; one sentence's contact sheet."""
 from __future__ import annotations
 
-import argparse
-import json
 from collections import Counter
 from typing import Any
 
@@ -76,22 +74,6 @@ def is_token_shard(url: str) -> bool:
     return read_metadata(open_parquet(url).schema_arrow).get("kind") == "tokens"
 
 
-def inspect_path(path: str) -> str:
-    shards = sentence_shards(path)
-    if not shards:
-        tokens = glob(path, "**/part-*.parquet") if not path.endswith(".parquet") else []
-        if tokens and is_token_shard(tokens[0]):
-            from tokenize_job.inspect_tokens import summarise as summarise_tokens
-
-            return summarise_tokens(path)
-        return f"{path}: no shards found"
-    if is_token_shard(shards[0]):
-        from tokenize_job.inspect_tokens import summarise as summarise_tokens
-
-        return summarise_tokens(path)
-    return format_summary(summarise(shards))
-
-
 def find_sentence(path: str, which: str) -> dict[str, Any]:
     """A sentence by id, or by its index over the shards in order."""
     index = int(which) if which.isdigit() else None
@@ -110,25 +92,3 @@ def contact_sheet(path: str, which: str | int, out_png: str, columns: int = 8) -
     title = f"{row['sentence_id']}  {row['source']} / {row['task']} / {row['layout']}  ({len(images)} images)"
     save_png(out_png, grid(images, columns=columns, title=title))
     return row
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="uvd inspect", description=__doc__)
-    p.add_argument("path", help="a shard, a dataset folder (sentences/<name>) or an output folder/URL")
-    p.add_argument("--sentence", help="sentence id or index: draw its contact sheet")
-    p.add_argument("--out", help="contact sheet PNG (with --sentence)", default="sheet.png")
-    p.add_argument("--tokenizer", help="token shards: decode codes with this tokenizer for the contact sheet")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    args = p.parse_args(argv)
-    if args.tokenizer or (args.sentence and not sentence_shards(args.path)):
-        from tokenize_job.inspect_tokens import run as inspect_tokens
-
-        return inspect_tokens(args.path, args.sentence, args.tokenizer, args.out)
-    if args.json:
-        print(json.dumps(summarise(sentence_shards(args.path)), indent=2))
-    else:
-        print(inspect_path(args.path))
-    if args.sentence is not None:
-        row = contact_sheet(args.path, args.sentence, args.out)
-        print(f"contact sheet of {row['sentence_id']} ({row['num_images']} images) → {args.out}")
-    return 0

@@ -1,10 +1,10 @@
-"""Demo inputs for dense annotations and low-level pairs (part B), and their contact sheets.
+"""Demo inputs for dense annotations and low-level pairs and their contact sheets.
 
 A small ray-cast scene (floor, back wall, spheres) gives a photo whose depth, normals and
 semantic labels are exact, written in the formats the sources read (16-bit PNG depth in
 millimetres, PNG label maps). The bundled real photos feed the generated pairs; a folder of
 rainy/clean pairs feeds the `paired` source. Each set carries one bad item that must end in
-the audit. `python -m sources.annotations_b_demo docs/tasks` redraws docs/tasks/<task>.png.
+the audit. `python -m demo.dense_pairs docs/tasks` redraws docs/tasks/<task>.png.
 """
 from __future__ import annotations
 
@@ -20,13 +20,10 @@ import numpy as np
 
 from renderers import degrade
 from renderers.depth import default_intrinsics
+from demo.samples import samples_dir
 from uvd import codec
 
 CLASSES = {"floor": 1, "wall": 2, "ball": 3, "box": 4}  # display ids of the shared palette
-
-
-def samples_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "sample_data"
 
 
 def scene(seed: int, height: int = 240, width: int = 320) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -132,7 +129,7 @@ def dense_pair_inputs(workdir: Path, stack: contextlib.ExitStack) -> list[dict[s
 def contact_sheets(dest: Path) -> list[Path]:
     """Build the demo datasets in-process and draw the first sentence of each as dest/<name>.png."""
     from uvd.config import BuildConfig
-    from uvd.inspect import contact_sheet
+    from uvd.shard_summary import contact_sheet
     from uvd.runner import build
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -140,7 +137,7 @@ def contact_sheets(dest: Path) -> list[Path]:
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         datasets = dense_pair_inputs(Path(tmp) / "inputs", stack)
         cfg = BuildConfig.model_validate({"out": str(Path(tmp) / "out"), "seed": 0, "datasets": datasets})
-        build(cfg, use_ray=False, log=lambda _: None)
+        build(cfg, use_ray=False)
         for ds in cfg.datasets:
             path = dest / f"{ds.key}.png"
             contact_sheet(str(Path(cfg.out) / "sentences" / ds.key), 0, str(path))
@@ -149,5 +146,8 @@ def contact_sheets(dest: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
+    from uvd.cli.plugins import register_builtin
+
+    register_builtin()
     for p in contact_sheets(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/tasks")):
         print(p)

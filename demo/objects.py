@@ -1,6 +1,6 @@
 """Demo inputs for 3D objects (`uvd demo`), and the duck contact sheet of docs/objects.md.
 
-    python -m sources.objects_demo docs/duck_views.png     # re-draw the contact sheet
+    python -m demo.objects docs/duck_views.png     # re-draw the contact sheet
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from uvd.demo import samples_dir
+from demo.samples import samples_dir
 
 
 def objects_inputs(workdir: Path, stack: contextlib.ExitStack) -> list[dict[str, Any]]:
@@ -42,7 +42,7 @@ def duck_contact_sheet(path: str, views: int = 24, seed: int = 0) -> None:
     from uvd.api import BuildContext
 
     builder = MultiviewBuilder(MultiviewOptions(), BuildContext(dataset="objects", seed=seed))
-    radius, elevation, start = builder._cameras("Duck.glb")
+    radius, elevation, start = builder.cameras("Duck.glb")
     cams = orbit(views, radius, elevation, start)
     images = render_views(prepare(trimesh.load_scene(samples_dir() / "objects" / "Duck.glb")), cams)
     tiles = []

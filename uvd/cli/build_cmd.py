@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from uvd.config import load_config
 from uvd.errors import ConfigError
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         # Planning reads the inputs (file lists, metadata): a bad path or file is a config error too.
         summary = build(cfg, out=args.out, workers=args.workers, use_ray=not args.no_ray)
     except ConfigError as err:
-        print(f"uvd build: {err}")
+        print(f"uvd build: {err}", file=sys.stderr)
         return 2
+    print(summary.report())
     return 0 if summary.succeeded else 1

@@ -9,6 +9,7 @@ GPU-hours use stated assumptions (printed): the VQGAN's 216 GFLOP per image and 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from uvd.config import BuildConfig, load_config
 from uvd.errors import ConfigError
 from uvd.layout import sentence_shard, stats_file
 from uvd.plan import PlannedUnit, plan_dataset
+from uvd.progress import progress
 from uvd.storage import exists, read_json
 from uvd.unit import run_unit
 
@@ -59,7 +61,8 @@ def measure(cfg: BuildConfig, units: list[PlannedUnit], calibrate: str | None) -
     by_dataset: dict[str, list[PlannedUnit]] = {}
     for u in units:
         by_dataset.setdefault(u.dataset, []).append(u)
-    with tempfile.TemporaryDirectory(prefix="uvd-plan-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="uvd-plan-") as scratch, \
+            progress(len(by_dataset), "plan: measuring", "dataset") as bar:
         for dataset, dus in by_dataset.items():
             cost = costs.setdefault(dataset, Cost())
             if calibrate:
@@ -70,6 +73,7 @@ def measure(cfg: BuildConfig, units: list[PlannedUnit], calibrate: str | None) -
             if not cost.items:  # nothing to calibrate from: build the smallest unit now and time it
                 u = min(dus, key=lambda x: (items_in(x.payload), x.unit))
                 cost.add(run_unit(cfg, dataset, u.unit, u.payload, scratch))
+            bar.update(1, items=cost.items)
     return costs
 
 
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as err:
-        print(f"uvd plan: {err}")
+        print(f"uvd plan: {err}", file=sys.stderr)
         return 2
     units: list[PlannedUnit] = []
     missing: dict[str, str] = {}
