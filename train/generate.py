@@ -95,6 +95,7 @@ def generate(ckpt: str, tokenizer_dir: str, image_paths: list[str], out_dir: str
              mode: Literal["sequential", "analogy"] = "sequential", temperature: float = 1.0, top_k: int = 100,
              seed: int = 0, device: str = "cpu") -> list[Path]:
     """Write the generated images as PNGs (plus a strip: prompt, then generated); return their paths."""
+    from tokenize_job.encode import decode_codes, encode_images
     from tokenize_job.vqgan import load_tokenizer
 
     check_prompt(mode, len(image_paths), new)
@@ -102,10 +103,10 @@ def generate(ckpt: str, tokenizer_dir: str, image_paths: list[str], out_dir: str
     tokenizer = load_tokenizer(tokenizer_dir, device=device)
     size = tokenizer.config.resolution
     prompt = read_prompt_images(image_paths, size)
-    codes = tokenizer.encode_images(prompt)
+    codes = encode_images(tokenizer, prompt)
     codebook = min(cfg.model.codebook_size, tokenizer.config.num_embeddings)
     made = continue_sentence(model, codes, new, codebook, temperature, top_k, seed)
-    pixels = tokenizer.decode_codes(made)
+    pixels = decode_codes(tokenizer, made)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
