@@ -35,7 +35,7 @@ class ModelConfig(Strict):
     codebook_size: int = Field(CODEBOOK_SIZE, ge=2)
     max_seq_len: int = Field(4096, ge=8)
     rope_theta: float = 10000.0
-    norm_eps: float = 1e-5
+    norm_eps: float = 1e-6  # LVM's configs and its Hugging Face conversions
     init_std: float = 0.02
 
     @model_validator(mode="after")
@@ -108,6 +108,9 @@ class TrainConfig(Strict):
     steps: int = Field(100, ge=1)  # optimizer steps; also the length of the cosine schedule
     batch_size: int = Field(8, ge=1)  # rows per micro-batch per rank
     grad_accum: int = Field(1, ge=1)
+    # Rows per optimizer step over all ranks; set, it fixes grad_accum = global_batch / (batch_size × ranks).
+    # A resumed run keeps its checkpoint's global batch at any world size.
+    global_batch: int | None = Field(None, ge=1)
     parallel: Literal["auto", "ddp", "fsdp"] = "auto"  # auto: FSDP from 1B parameters up, else DDP
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
@@ -116,6 +119,7 @@ class TrainConfig(Strict):
     log_every: int = Field(10, ge=1)
     ckpt_every: int = Field(1000, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
+    async_checkpoint: bool = False  # DCP async_save: training goes on while shards are written
     peak_flops: float | None = None  # per device, for MFU; None: known GPUs, or measured on CPU
 
 

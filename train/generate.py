@@ -20,12 +20,11 @@ from uvd.config import ImageSpec
 from uvd.image import to_sentence_image
 
 
-def load_model(ckpt: str, device: str = "cpu") -> tuple[Transformer, Config]:
-    """The model of a checkpoint file or of a run folder's latest checkpoint."""
-    state = checkpoint.load(ckpt)
-    cfg = Config.model_validate(state["config"])
+def load_model(ckpt: str, device: str = "cpu", step: int | None = None) -> tuple[Transformer, Config]:
+    """The model of a checkpoint folder or of a run folder's latest (or `step`) checkpoint."""
+    cfg = Config.model_validate(checkpoint.read_train_state(checkpoint.resolve(ckpt, step))["config"])
     model = Transformer(ModelArgs.from_config(cfg.model))
-    model.load_state_dict(state["model"])
+    checkpoint.load_model_weights(ckpt, model, step)
     return model.to(device).eval(), cfg
 
 

@@ -27,7 +27,7 @@ class ModelArgs:
     vocab_size: int
     max_seq_len: int
     rope_theta: float = 10000.0
-    norm_eps: float = 1e-5
+    norm_eps: float = 1e-6
     init_std: float = 0.02
 
     @classmethod
