@@ -209,12 +209,14 @@ def load_model_weights(url: str, model: torch.nn.Module, step: int | None = None
 def load_full(url: str, step: int | None = None) -> dict[str, Any]:
     """One process: the whole checkpoint in memory, full tensors: {"model", "optim", "train_state"}
     (DCP's dcp_to_torch_save does the same for local folders only). For small models and tests."""
-    import torch.distributed.checkpoint as dcp
+    # What dcp_to_torch_save does, with our reader (so any fsspec URL works): dcp.load only fills
+    # keys the caller names, the private loader with the empty-dict planner reads everything.
     from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
     ckpt = resolve(url, step)
     state: dict[str, Any] = {}
-    dcp.load(state, storage_reader=reader(ckpt), planner=_EmptyStateDictLoadPlanner(), no_dist=True)
+    _load_state_dict(state, storage_reader=reader(ckpt), planner=_EmptyStateDictLoadPlanner(), no_dist=True)
     state["train_state"] = read_train_state(ckpt)
     return state
 

@@ -13,8 +13,8 @@ Everything is a function of (seed, files, C, consumer), and a consumer's whole p
 small dict (`state_dict`), so a run resumes mid-epoch exactly. A run that resumes with another
 number of consumers re-splits the global position (stream_resplit): pieces in flight or not yet
 opened are dealt again, so over the whole run no sentence is repeated or skipped within an epoch.
-Then a consumer first works through its `pending` pieces (with their cursors) and after them takes
-piece `base + consumer + t·C` of the endless sequence.
+Then a consumer first works through its `pending` row ranges (piece, from, to: positions in the
+piece's row order) and after them takes piece `base + consumer + t·C` of the endless sequence.
 """
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ class GroupStream:
         self.taken = 0  # fresh pieces this consumer has opened so far
         self.slots: list[list[Any]] = []  # [global piece number, cursor, row order]
         self.rr = 0
-        self.pending: list[list[int]] = []  # [piece number, cursor] given by a re-split, taken first
+        self.pending: list[list[int]] = []  # [piece number, cursor, stop] given by a re-split, taken first
         self.base = 0  # this consumer's fresh pieces are base + consumer + t·consumers
 
     def _piece_at(self, k: int) -> tuple[int, Piece]:
@@ -99,16 +99,21 @@ class GroupStream:
             self._epoch_perm = {epoch: perm}  # epochs are visited in order: keep one
         return epoch, self.pieces[int(perm[i])]
 
-    def _open(self, k: int, cursor: int = 0) -> list[Any]:
+    def _open(self, k: int, cursor: int = 0, stop: int = -1) -> list[Any]:
+        """A slot reading piece k's rows (in its seeded order) from `cursor` to `stop` (-1: the end)."""
         epoch, piece = self._piece_at(k)
         order = np.random.default_rng([self.seed, self._gseed, epoch, k]).permutation(piece.row_numbers())
-        return [k, cursor, order, epoch, piece]
+        if stop >= 0:
+            order = order[:stop]
+        return [k, cursor, order, epoch, piece, stop]
+
+    def piece_rows(self, k: int) -> int:
+        return len(self._piece_at(k)[1])
 
     def _fill(self) -> None:
         while len(self.slots) < self.n_open:
             if self.pending:
-                k, cursor = self.pending.pop(0)
-                self.slots.append(self._open(k, cursor))
+                self.slots.append(self._open(*self.pending.pop(0)))
                 continue
             k = self.base + self.consumer + self.taken * self.consumers
             self.taken += 1
@@ -118,7 +123,7 @@ class GroupStream:
         self._fill()
         self.rr %= len(self.slots)
         slot = self.slots[self.rr]
-        k, cursor, order, epoch, piece = slot
+        k, cursor, order, epoch, piece, _ = slot
         row = int(order[cursor])
         slot[1] = cursor + 1
         if slot[1] >= len(order):
@@ -130,13 +135,13 @@ class GroupStream:
         return tokens, SentenceRef(self.group, epoch, piece.shard, piece.row_group, row)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"taken": self.taken, "rr": self.rr, "slots": [[s[0], s[1]] for s in self.slots],
+        return {"taken": self.taken, "rr": self.rr, "slots": [[s[0], s[1], s[5]] for s in self.slots],
                 "pending": [list(p) for p in self.pending], "base": self.base}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.taken, self.rr = int(state["taken"]), int(state["rr"])
-        self.slots = [self._open(int(k), int(c)) for k, c in state["slots"]]
-        self.pending = [[int(k), int(c)] for k, c in state.get("pending", [])]
+        self.slots = [self._open(*(int(v) for v in s)) for s in state["slots"]]
+        self.pending = [[int(v) for v in p] for p in state.get("pending", [])]
         self.base = int(state.get("base", 0))
 
 
@@ -361,8 +366,9 @@ class TokenLoader:
         for r, state in enumerate(ranks):
             for local, consumer_state in state["states"].items():
                 old[r * old_workers + int(local)] = consumer_state
-        groups = list(resolve_weights(self.index, self.cfg))
-        new = resplit_consumers(old, mine["world"] * self.workers, groups, overlap=not self.cfg.align_sentences)
+        sizes = {g: GroupStream(g, self.index.groups[g], mine["seed"], 0, 1, 1, None, CODEBOOK_SIZE).piece_rows
+                 for g in resolve_weights(self.index, self.cfg)}
+        new = resplit_consumers(old, mine["world"] * self.workers, sizes, overlap=not self.cfg.align_sentences)
         base = self.dataset.rank * self.workers
         self.dataset.states = {w: new[base + w] for w in range(self.workers)}
         self.next_worker = 0
