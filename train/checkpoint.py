@@ -15,10 +15,12 @@ fsspec URL (s3://, gs://, memory://) its FsspecWriter/Reader.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+import warnings
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -51,6 +53,14 @@ def plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [plain(v) for v in obj]
     return obj
+
+
+@contextlib.contextmanager
+def _quiet_single_process() -> Iterator[None]:
+    # Without a process group DCP warns on every call that it assumes one process: that is the intent.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
 
 
 def _is_local(url: str) -> bool:
@@ -153,12 +163,14 @@ class Checkpointer:
             storage.write_json(storage.join(url, TRAIN_STATE), train_state)
         t = time.perf_counter()
         if self.async_save:
-            res = dcp.async_save(app_state, storage_writer=writer(url), process_group=self._process_group())
+            with _quiet_single_process():
+                res = dcp.async_save(app_state, storage_writer=writer(url), process_group=self._process_group())
             fut = getattr(res, "upload_completion", res)  # an AsyncSaveResponse with a stager, else a Future
             self._pending = (fut, step)
             self.last_blocking_s = time.perf_counter() - t
         else:
-            dcp.save(app_state, storage_writer=writer(url), no_dist=not dist.is_initialized())
+            with _quiet_single_process():
+                dcp.save(app_state, storage_writer=writer(url), no_dist=not dist.is_initialized())
             self.last_blocking_s = time.perf_counter() - t
             self._commit(step)
         return url
@@ -194,7 +206,8 @@ def load_into(ckpt: str, app_state: dict[str, Any]) -> None:
     """Fill `app_state` (tensors, DTensors or Stateful objects) in place from a checkpoint folder."""
     import torch.distributed.checkpoint as dcp
 
-    dcp.load(app_state, storage_reader=reader(ckpt), no_dist=not dist.is_initialized())
+    with _quiet_single_process():
+        dcp.load(app_state, storage_reader=reader(ckpt), no_dist=not dist.is_initialized())
 
 
 def load_model_weights(url: str, model: torch.nn.Module, step: int | None = None) -> dict[str, Any]:
