@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenizer train": ("tokenize_job.cli_tokenizer_train", "train a VQGAN tokenizer on sentence-shard images"),
     "train": ("train.cli_train", "train a LLaMA-style model on token shards (torchrun -m train for several devices)"),
     "generate": ("train.cli_generate", "visual prompting: continue a sentence of images with a trained model"),
+    "export-hf": ("train.cli_export_hf", "a training run's checkpoint as a Hugging Face LlamaForCausalLM folder"),
+    "checkpoint-to-file": ("train.cli_checkpoint_to_file", "a sharded (DCP) checkpoint as one torch.save file"),
     "pseudo-label": ("renderers.labeler", "label a folder of photos with a local expert model (depth, normals, segmentation files)"),
 }
 
