@@ -82,7 +82,7 @@ def _config(tokens: Path, out: Path, parallel: str) -> dict:
                       "parallel": parallel, "log_every": 1, "ckpt_every": 100}}
 
 
-@pytest.mark.parametrize(("before", "after", "parallel"), [(2, 1, "ddp"), (1, 2, "fsdp"), (2, 1, "fsdp")])
+@pytest.mark.parametrize(("before", "after", "parallel"), [(2, 1, "ddp"), (1, 2, "ddp"), (2, 1, "fsdp"), (1, 2, "fsdp")])
 def test_resume_at_another_world_size_reads_each_sentence_once(tmp_path: Path, before: int, after: int,
                                                                parallel: str) -> None:
     tokens = tmp_path / "tokens" / "t"
