@@ -87,3 +87,13 @@ def test_async_save_resumes_exactly_and_converts_to_one_file(tokens_dir: Path, t
     assert state["optim"]["state"]  # AdamW moments, full tensors
     with pytest.raises(FileNotFoundError, match="step 3"):
         checkpoint.resolve(str(tmp_path / "b"), 3)
+
+
+def test_a_run_with_old_single_file_checkpoints_is_refused_not_restarted(tokens_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "old"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "step-00000010.pt").write_bytes(b"old format")
+    (out / "checkpoints" / "latest").write_text("step-00000010.pt\n")
+    with pytest.raises(ValueError, match="earlier version"):
+        train(Config.model_validate(config(tokens_dir, out)))
+    assert not (out / "log.jsonl").exists()

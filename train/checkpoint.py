@@ -110,6 +110,9 @@ def latest(out: str) -> str | None:
     fs, path = storage.fs_and_path(pointer)
     with fs.open(path, "rb") as f:
         name = f.read().decode().strip()
+    if name.endswith(".pt"):  # never silently start over on top of an older run
+        raise ValueError(f"{out}: its checkpoints are single .pt files of an earlier version of the trainer; "
+                         "sharded (DCP) checkpoints replaced them: train into a new run folder")
     url = storage.join(checkpoint_dir(out), name)
     return url if storage.exists(storage.join(url, ".metadata")) else None
 
