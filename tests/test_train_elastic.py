@@ -152,3 +152,21 @@ def test_stream_resplit_keeps_every_token_in_concatenated_packing(tmp_path: Path
         for run_tokens, eos in st["queue"]:
             left.update(list(run_tokens) + ([data.eos_id] if eos else []))
     assert in_rows + left == taken_tokens
+
+
+def test_resplit_from_dataloader_workers_to_fewer(tmp_path: Path) -> None:
+    """Consumers are ranks × DataLoader workers: 2 workers → 1 worker re-splits the same way.
+    Prefetched batches a worker made but training never took are not counted as read."""
+    written = write_token_shards(tmp_path / "tokens" / "t", "video", units=2, sentences_per_unit=SENTENCES // 2,
+                                 images=(1, 1))
+    data = Config.model_validate(_config(tmp_path, tmp_path / "o", "ddp")).data
+    rows: Counter = Counter()
+    old = TokenLoader(data.model_copy(update={"num_workers": 2}), 0, 0, 1, 1)
+    for _ in range(5):
+        rows[tuple(next(old)[0, :-1].tolist())] += 1  # one sentence per row, then its end id
+    saved = json.loads(json.dumps([checkpoint.plain(old.state_dict())]))
+    new = TokenLoader(data, 0, 0, 1, 1)
+    new.load_global_state(saved)
+    for _ in range(SENTENCES - 5):
+        rows[tuple(next(new)[0, :-1].tolist())] += 1
+    assert rows == Counter(tuple(r["tokens"].tolist()) for r in written)
