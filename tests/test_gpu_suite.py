@@ -27,8 +27,9 @@ def test_gpu_suite_smoke_writes_every_part(tmp_path: Path) -> None:
     rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and not line.startswith("| part")]
     parts = [r[0].strip("| ") for r in rows]
     assert not [r for r in rows if r[1] in ("error", "skipped")], table
-    assert parts.count("a") == 3 and parts.count("b") == 1 and parts.count("c") == 2 and parts.count("d") == 1, table
+    assert parts.count("a") == 4 and parts.count("b") == 1 and parts.count("c") == 2 and parts.count("d") == 1, table
     assert "images/s" in table and "% of peak" in table and "token agreement" in table
+    assert "cudnn.benchmark on" in table
     assert "(Ray unavailable)" in table  # part b says how it ran
     assert "tokens/s; MFU" in table and "torch.compile on" in table and "torch.compile off" in table
     assert "async save blocks" in table
