@@ -82,23 +82,29 @@ def _config(tokens: Path, out: Path, parallel: str) -> dict:
                       "parallel": parallel, "log_every": 1, "ckpt_every": 100}}
 
 
-@pytest.mark.parametrize(("before", "after", "parallel"), [(2, 1, "ddp"), (1, 2, "ddp"), (2, 1, "fsdp"), (1, 2, "fsdp")])
-def test_resume_at_another_world_size_reads_each_sentence_once(tmp_path: Path, before: int, after: int,
-                                                               parallel: str) -> None:
-    tokens = tmp_path / "tokens" / "t"
-    write_token_shards(tokens, "video", units=2, sentences_per_unit=SENTENCES // 2, images=(1, 1))
-    # One epoch is SENTENCES rows = 8 steps of global batch 2, uninterrupted at `before` ranks ...
-    _phase(before, _config(tmp_path, tmp_path / "straight", parallel), None, tmp_path / "straight")
-    want = _consumed(tmp_path / "straight")
+@pytest.fixture(scope="module")
+def tokens_and_straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Counter]:
+    """The token data and what an uninterrupted run reads in one epoch (SENTENCES rows = 8 steps)."""
+    root = tmp_path_factory.mktemp("elastic")
+    write_token_shards(root / "tokens" / "t", "video", units=2, sentences_per_unit=SENTENCES // 2, images=(1, 1))
+    _phase(2, _config(root, root / "straight", "ddp"), None, root / "straight")
+    want = _consumed(root / "straight")
     assert sum(want.values()) == SENTENCES and set(want.values()) == {1} and {k[0] for k in want} == {0}
+    return root, want
 
-    # ... and interrupted after 3 steps, resumed at `after` ranks with the same global batch.
-    cfg = _config(tmp_path, tmp_path / "elastic", parallel)
+
+@pytest.mark.parametrize(("before", "after", "parallel"), [(2, 1, "ddp"), (1, 2, "ddp"), (2, 1, "fsdp"), (1, 2, "fsdp")])
+def test_resume_at_another_world_size_reads_each_sentence_once(tokens_and_straight: tuple[Path, Counter],
+                                                               tmp_path: Path, before: int, after: int,
+                                                               parallel: str) -> None:
+    # Interrupted after 3 steps at `before` ranks, resumed at `after` ranks with the same global batch.
+    root, want = tokens_and_straight
+    cfg = _config(root, tmp_path / "elastic", parallel)
     _phase(before, cfg, 3, tmp_path / "elastic")
     assert checkpoint.read_train_state(checkpoint.latest(str(tmp_path / "elastic")))["world"] == before
     _phase(after, cfg, None, tmp_path / "elastic")
     got = _consumed(tmp_path / "elastic")
-    assert got == want  # every sentence of epoch 0 exactly once: none repeated, none skipped
+    assert got == want  # the uninterrupted run's sentences: none repeated, none skipped
     final = checkpoint.read_train_state(checkpoint.latest(str(tmp_path / "elastic")))
     assert final["step"] == SENTENCES // 2 and final["world"] == after and final["global_batch"] == 2
     log = [json.loads(line) for line in (tmp_path / "elastic" / "log.jsonl").read_text().splitlines()]
