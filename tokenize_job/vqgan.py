@@ -1,8 +1,8 @@
 """The LVM tokenizer: open-MUSE's taming-style VQGAN, built from any config, loaded strictly.
 
 Module and parameter names mirror open-MUSE's `muse/modeling_taming_vqgan.py` exactly, so the
-LVM release (`config.json` + `pytorch_model.bin`) loads with `strict=True`. Images go in as
-uint8 RGB, are fed to the network in [0, 1] (as LVM did) and come back as uint8 RGB.
+LVM release (`config.json` + `pytorch_model.bin`) loads with `strict=True`. The network takes
+pixels in [0, 1] (as LVM did); tokenize_job.encode turns uint8 RGB images into codes and back.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -339,7 +338,7 @@ class VectorQuantizer(nn.Module):
 
 
 class VQGAN(nn.Module):
-    """open-MUSE `VQGANModel` (same state-dict names) plus numpy in/out helpers."""
+    """open-MUSE `VQGANModel` (same state-dict names); numpy in/out lives in tokenize_job.encode."""
 
     def __init__(self, config: VQGANConfig) -> None:
         super().__init__()
