@@ -337,7 +337,14 @@ def part_train(s: Suite, compile_: bool) -> None:
                 dt = (time.perf_counter() - t) / n
         except StepTimeout as err:
             s.row("c", label, f"stopped: {err}")
-            del model, optim, fwd
+            del model, optim, fwd, x
+            continue
+        except Exception as err:  # noqa: BLE001 — out of memory at one size must not cost the other
+            traceback.print_exc()
+            s.row("c", label, f"error: {type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}")
+            del model, optim, fwd, x
+            if s.device.type == "cuda":
+                torch.cuda.empty_cache()
             continue
         tps = batch * seq / dt
         mfu = model.flops_per_token(seq) * tps / peak_flops(s)
@@ -345,6 +352,8 @@ def part_train(s: Suite, compile_: bool) -> None:
         s.row("c", label, f"{tps:,.0f} tokens/s; MFU {100 * mfu:.1f}%; {mem}; "
                           f"{model.num_params() / 1e6:.0f}M params; warm-up {warm:.0f} s")
         del model, optim, fwd, x
+        if s.device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------- (d) checkpoints
