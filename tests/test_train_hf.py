@@ -105,3 +105,27 @@ def test_checkpoint_to_file_command(exported: tuple[Path, Path], tmp_path: Path)
     state = torch.load(out, weights_only=True)
     assert state["train_state"]["step"] == 3 and "lm_head.weight" in state["model"]
     assert cli.main(["checkpoint-to-file", str(run), "--step", "2", "--out", str(out)]) == 1
+
+
+def test_sharded_bin_folder_as_older_conversions_write_it(exported: tuple[Path, Path], tmp_path: Path) -> None:
+    """LVM's checkpoints went through EasyLM's HF conversion: .bin shards + pytorch_model.bin.index.json, fp16."""
+    _, hf_dir = exported
+    ours, _ = load_hf(hf_dir)
+    state = {k: v.half() for k, v in ours.state_dict().items()}
+    keys = sorted(state)
+    shards = {"pytorch_model-00001-of-00002.bin": keys[: len(keys) // 2],
+              "pytorch_model-00002-of-00002.bin": keys[len(keys) // 2:]}
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    for name, names in shards.items():
+        torch.save({k: state[k] for k in names}, folder / name)
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(
+        {"weight_map": {k: name for name, names in shards.items() for k in names}}))
+    cfg = json.loads((hf_dir / "config.json").read_text())
+    for k in ("rope_parameters", "head_dim", "uvd"):
+        cfg.pop(k)  # an older config: rope_theta only, no head_dim, our block absent
+    (folder / "config.json").write_text(json.dumps({**cfg, "torch_dtype": "float16"}))
+    model, mcfg = load_model(str(folder))
+    assert mcfg.rope_theta == 5e5 and mcfg.codebook_size == 8192
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k].float()), k

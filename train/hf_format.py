@@ -19,7 +19,9 @@ from train.model import ModelArgs, Transformer
 from uvd.weights import read_state_dict
 
 SAFE_NAME = "model.safetensors"
-SAFE_INDEX = "model.safetensors.index.json"
+# A sharded folder lists its files in an index; transformers writes .bin shards with the second
+# (older releases, and EasyLM's LLaMA → HF conversion that LVM's checkpoints went through).
+INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
 def hf_config(m: ModelConfig, eos_id: int, pad_id: int, dtype: str = "float32") -> dict[str, Any]:
@@ -100,18 +102,19 @@ def model_config_from_hf(hf: dict[str, Any]) -> ModelConfig:
 
 
 def _hf_state(folder: Path) -> dict[str, torch.Tensor]:
-    """All tensors of the folder: one safetensors file, an index of shards, or a pickle-free .bin."""
+    """All tensors of the folder: one file or an index of shards; safetensors first, .bin without pickle."""
     if (folder / SAFE_NAME).is_file():
         return read_state_dict(folder / SAFE_NAME)
-    if (folder / SAFE_INDEX).is_file():
-        files = sorted(set(json.loads((folder / SAFE_INDEX).read_text())["weight_map"].values()))
-        state: dict[str, torch.Tensor] = {}
-        for f in files:
-            state.update(read_state_dict(folder / f))
-        return state
+    for index in INDEXES:
+        if (folder / index).is_file():
+            files = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
+            state: dict[str, torch.Tensor] = {}
+            for f in files:
+                state.update(read_state_dict(folder / f))
+            return state
     if (folder / "pytorch_model.bin").is_file():
         return read_state_dict(folder / "pytorch_model.bin")
-    raise FileNotFoundError(f"{folder}: no {SAFE_NAME}, {SAFE_INDEX} or pytorch_model.bin")
+    raise FileNotFoundError(f"{folder}: no {SAFE_NAME}, {' or '.join(INDEXES)} or pytorch_model.bin")
 
 
 def load_hf(folder: str | Path) -> tuple[Transformer, ModelConfig]:
