@@ -93,13 +93,15 @@ def tokens_and_straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     return root, want
 
 
-@pytest.mark.parametrize(("before", "after", "parallel"), [(2, 1, "ddp"), (1, 2, "ddp"), (2, 1, "fsdp"), (1, 2, "fsdp")])
+@pytest.mark.parametrize(("before", "after", "parallel", "async_save"),
+                         [(2, 1, "ddp", False), (1, 2, "ddp", False), (2, 1, "fsdp", True), (1, 2, "fsdp", False)])
 def test_resume_at_another_world_size_reads_each_sentence_once(tokens_and_straight: tuple[Path, Counter],
                                                                tmp_path: Path, before: int, after: int,
-                                                               parallel: str) -> None:
+                                                               parallel: str, async_save: bool) -> None:
     # Interrupted after 3 steps at `before` ranks, resumed at `after` ranks with the same global batch.
     root, want = tokens_and_straight
     cfg = _config(root, tmp_path / "elastic", parallel)
+    cfg["train"]["async_checkpoint"] = async_save  # 2 FSDP ranks saving in the background, on their own gloo group
     _phase(before, cfg, 3, tmp_path / "elastic")
     assert checkpoint.read_train_state(checkpoint.latest(str(tmp_path / "elastic")))["world"] == before
     _phase(after, cfg, None, tmp_path / "elastic")
