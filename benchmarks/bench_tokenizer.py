@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from tokenize_job.encode import Encoder
+from tokenize_job.encode import BatchEncoder, encode_images
 from tokenize_job.vqgan import VQGAN, VQGANConfig, count_parameters, load_tokenizer
 from uvd.config import ImageSpec
 from uvd.image import to_sentence_image
@@ -45,8 +45,8 @@ def timed(fn, repeats: int = 1) -> tuple[float, object]:  # noqa: ANN001
 
 
 def compare(name: str, model: VQGAN, images: np.ndarray, batch: int) -> None:
-    ref_enc = Encoder(model, batch_size=1, reference=True)
-    fast_enc = Encoder(model, batch_size=batch)  # on CPU it runs one image per forward
+    ref_enc = BatchEncoder(model, batch_size=1, reference=True)
+    fast_enc = BatchEncoder(model, batch_size=batch)  # on CPU it runs one image per forward
     fast_enc.encode(images[:1])  # warm-up (oneDNN picks kernels on first use)
     t_fast, fast = timed(lambda: fast_enc.encode(images), repeats=2)
     model.to(memory_format=torch.contiguous_format)
@@ -100,7 +100,7 @@ def main() -> None:
         if args.tokenizer:
             model = load_tokenizer(args.tokenizer, dev)
             n_unique = len(list((SAMPLES / "images").glob("*.jpg")) + list((SAMPLES / "coco").glob("*.jpg")))
-            real = model.encode_images(sample_images(n_unique))  # no repeats: they would compress away
+            real = encode_images(model, sample_images(n_unique))  # no repeats: they would compress away
             bytes_per_token(real, 16, f"{model.tokenizer_id} on {n_unique} photos", Path(tmp))
 
 

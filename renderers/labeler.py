@@ -81,20 +81,12 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _state_dict(path: Path) -> dict[str, Any]:
-    import torch
+    from uvd.weights import read_state_dict
 
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
     try:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ConfigError(f"labeler: {path} is not a loadable state dict ({type(err).__name__}: {err})") from None
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict):
-        raise ConfigError(f"labeler: {path} holds a {type(sd).__name__}, not a state dict")
-    return sd
+        return read_state_dict(path)
+    except ValueError as err:
+        raise ConfigError(f"labeler: {err}") from None
 
 
 class Labeler:

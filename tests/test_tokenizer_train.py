@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from tokenize_job.train_tokenizer import TrainConfig, load_images, reconstruction_error, train
-from tokenize_job.vqgan import VQGAN, VQGANConfig, file_sha256, load_tokenizer
+from tokenize_job.encode import encode_images
+from tokenize_job.vqgan import VQGAN, VQGANConfig, load_tokenizer
+from uvd.storage import sha256_of
 from tests.support.tokenizer import build_sentences
 from uvd.cli import main as uvd_main
 
@@ -40,7 +42,7 @@ def test_training_is_deterministic(tmp_path: Path) -> None:
     for run in ("a", "b"):
         model, _ = train(images, images[:1], cfg, progress=lambda s: None)
         model.save_pretrained(tmp_path / run)
-        shas.append(file_sha256(tmp_path / run / "model.safetensors"))
+        shas.append(sha256_of(str(tmp_path / run / "model.safetensors"))[0])
     assert shas[0] == shas[1]
 
 
@@ -54,4 +56,4 @@ def test_adversarial_and_warmup_options_train(tmp_path: Path) -> None:
     last = report["history"][-1]
     assert last["adversarial"] != 0.0 and last["vq"] > 0.0  # both terms active after the warmup
     assert report["history"][0]["vq"] == 0.0  # plain autoencoder during the warmup
-    assert model.encode_images(images).max() < 32
+    assert encode_images(model, images).max() < 32

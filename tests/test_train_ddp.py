@@ -46,10 +46,11 @@ def test_two_rank_gloo_ddp_and_fsdp(tmp_path: Path) -> None:
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
     assert len(r0["losses"]) == 3 and r0["losses"] == r1["losses"]  # all-reduced: every rank logs the same
-    ck = checkpoint.load(str(tmp_path / "ddp"))
-    assert len(ck["data"]) == 2 and len(ck["rng"]) == 2  # every rank's stream position is kept
-    assert ck["data"][0]["world"] == 2
-    s0, s1 = ck["data"][0]["states"][0], ck["data"][1]["states"][0]
+    ck = checkpoint.load_full(str(tmp_path / "ddp"))
+    ts = ck["train_state"]
+    assert len(ts["data"]) == 2 and len(ts["rng"]) == 2  # every rank's stream position is kept
+    assert ts["data"][0]["world"] == 2
+    s0, s1 = ts["data"][0]["states"]["0"], ts["data"][1]["states"]["0"]
     assert s0 != s1  # the two ranks read different sentences
 
     # FSDP2 shards the same model over the same two ranks: the same losses, and a checkpoint
@@ -57,7 +58,7 @@ def test_two_rank_gloo_ddp_and_fsdp(tmp_path: Path) -> None:
     mp.spawn(_worker, args=(2, _free_port(), json.dumps(_config(tmp_path, "fsdp")), str(tmp_path)), nprocs=2, join=True)
     f0 = json.loads((tmp_path / "rank0.json").read_text())
     assert f0["losses"] == pytest.approx(r0["losses"], rel=1e-5)
-    fck = checkpoint.load(str(tmp_path / "fsdp"))
+    fck = checkpoint.load_full(str(tmp_path / "fsdp"))
     w = fck["model"]["model.layers.0.mlp.up_proj.weight"]
     assert tuple(w.shape) == (176, 64)  # full, not a shard
     assert torch.allclose(w, ck["model"]["model.layers.0.mlp.up_proj.weight"], atol=1e-5)

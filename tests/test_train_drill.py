@@ -52,7 +52,7 @@ def _run(cfg: Path, stdout: Path, timeout: float = 300) -> None:
 
 def _latest_step(out: Path) -> int:
     url = checkpoint.latest(str(out))
-    return int(re.search(r"step-(\d+)\.pt$", url).group(1)) if url else 0
+    return int(re.search(r"step-(\d+)$", url).group(1)) if url else 0
 
 
 def _logged_steps(out: Path) -> int:
@@ -95,12 +95,12 @@ def test_sigkill_mid_run_then_rerun_matches_an_uninterrupted_run(tokens_dir: Pat
 
     # The same command again: it resumes from the latest checkpoint and runs to the end.
     _run(cfg, stdout)
-    m = re.search(r"resumed from \S+step-(\d+)\.pt at step (\d+)", stdout.read_text())
+    m = re.search(r"resumed from \S+step-(\d+) at step (\d+)", stdout.read_text())
     assert m and int(m.group(1)) == int(m.group(2)) == killed_at, stdout.read_text()
     resumed = _log((out / "log.jsonl").read_text()[len(killed_log):])
     assert [r["step"] for r in resumed] == list(range(killed_at + 1, STEPS + 1))
     assert [r["loss"] for r in resumed] == [want[s] for s in range(killed_at + 1, STEPS + 1)]  # equal, not close
 
-    final = checkpoint.load(str(out))
+    final = checkpoint.read_train_state(checkpoint.latest(str(out)))
     assert final["step"] == STEPS and final["scheduler"]["step"] == STEPS
     assert _latest_step(out) == STEPS

@@ -44,8 +44,8 @@ def test_uvd_train_loss_falls_below_bound(tokens_dir: Path, tmp_path: Path) -> N
     assert log[-1]["loss"] < 3.0
     assert log[0]["loss"] > log[-1]["loss"] + 3.0
     assert all(r["tokens_per_s"] > 0 and r["mfu"] > 0 for r in log)
-    ck = checkpoint.load(str(tmp_path / "run"))
-    assert ck["step"] == 30 and ck["scheduler"]["step"] == 30
+    ck = checkpoint.load_full(str(tmp_path / "run"))
+    assert ck["train_state"]["step"] == 30 and ck["train_state"]["scheduler"]["step"] == 30
     assert not list((tmp_path / "run" / "checkpoints").glob("*.tmp-*"))  # written atomically
 
 
@@ -56,7 +56,7 @@ def test_resume_matches_an_uninterrupted_run(tokens_dir: Path, tmp_path: Path) -
     interrupted = Config.model_validate(config(tokens_dir, tmp_path / "b", steps=k + j, batch_size=2, grad_accum=2))
     first = train(interrupted, stop_after=k)
     assert [r["step"] for r in first] == [1, 2, 3]
-    assert checkpoint.latest(str(tmp_path / "b")).endswith("step-00000003.pt")
+    assert checkpoint.latest(str(tmp_path / "b")).endswith("step-00000003")
     rest = train(interrupted)  # a fresh call: model, optimizer, schedule, data and RNG from the checkpoint
     assert [r["step"] for r in rest] == [4, 5, 6]
     assert [r["loss"] for r in first + rest] == want  # equal, not close: the same computation

@@ -61,3 +61,21 @@ def test_custom_size_and_bad_dims_are_refused() -> None:
         ModelConfig(size="custom", mlp_dim=256, n_layers=1, n_heads=2)
     with pytest.raises(ValueError, match="multiple of n_heads"):
         ModelConfig(size="tiny", dim=66)
+
+
+def test_defaults_are_lvms_model() -> None:
+    """LVM's vqlm_1b (ytongbai/LVM EasyLM/models/llama/llama_model.py): vocab 8292, hidden 2048, MLP 5504,
+    22 layers, 16 heads, seq 4096, RMSNorm eps 1e-6, init N(0, 0.02) everywhere; rope θ 10000."""
+    m = ModelConfig(size="1b")
+    assert (m.vocab_size, m.max_seq_len, m.norm_eps, m.rope_theta, m.init_std) == (8292, 4096, 1e-6, 10000.0, 0.02)
+    assert [m.resolved(k) for k in ("dim", "mlp_dim", "n_layers", "n_heads")] == [2048, 5504, 22, 16]
+    torch.manual_seed(0)
+    model = Transformer(ModelArgs.from_config(ModelConfig(size="custom", dim=256, mlp_dim=512, n_layers=8, n_heads=4)))
+    for name in ("model.layers.7.self_attn.o_proj.weight", "model.layers.7.mlp.down_proj.weight",
+                 "model.layers.0.self_attn.q_proj.weight", "lm_head.weight", "model.embed_tokens.weight"):
+        std = dict(model.named_parameters())[name].std().item()
+        assert abs(std - 0.02) < 0.002, (name, std)  # not rescaled by depth
+    assert all(float(b.input_layernorm.eps) == 1e-6 for b in model.model.layers)
+    scaled = Transformer(ModelArgs.from_config(ModelConfig(size="custom", dim=256, mlp_dim=512, n_layers=8, n_heads=4,
+                                                           scaled_residual_init=True)))
+    assert scaled.model.layers[0].mlp.down_proj.weight.std().item() < 0.006  # 0.02 / √16

@@ -1,44 +1,17 @@
-"""Fast batched encode/decode: inference mode, channels-last, bf16 autocast on GPU, fp32 chunked code search.
+"""Fast batched encode/decode of numpy images: inference mode, channels-last, bf16 autocast on GPU.
 
-The network may run in bf16, but the nearest-code search always runs in fp32: two codebook
-entries can be closer than bf16's resolution, and the argmin must not flip because of it.
-The search is chunked so that the [rows × codebook] distance matrix stays bounded
-(8192 codes × 64k rows would otherwise be 2 GiB).
+The network may run in bf16; the nearest-code search (codebook_search) always runs in fp32.
 """
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from tokenize_job.vqgan import VQGAN
-
-SEARCH_CHUNK = 4096  # rows of the distance matrix at a time: 4096 × 8192 × 4 B = 128 MiB
-
-
-def nearest_codes(z: torch.Tensor, codebook: torch.Tensor, chunk: int = SEARCH_CHUNK) -> torch.Tensor:
-    """Index of the nearest codebook row (Euclidean) for each row of z [N, D], computed in fp32."""
-    with torch.no_grad():
-        cb = codebook.detach().float()
-        cb_sq = cb.pow(2).sum(1)
-        out = torch.empty(z.shape[0], dtype=torch.long, device=z.device)
-        for start in range(0, z.shape[0], chunk):
-            part = z[start:start + chunk].detach().float()
-            # ||z||² is the same for every code of a row, so it does not change the argmin
-            dist = torch.addmm(cb_sq, part, cb.t(), alpha=-2.0)
-            out[start:start + chunk] = dist.argmin(1)
-    return out
-
-
-def nearest_codes_reference(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """The straightforward search: full distance matrix, as open-MUSE computes it."""
-    z = z.float()
-    cb = codebook.float()
-    dist = z.pow(2).sum(1, keepdim=True) + cb.pow(2).sum(1)[None] - 2 * z @ cb.t()
-    return dist.argmin(1)
+from tokenize_job.codebook_search import nearest_codes, nearest_codes_reference
+from tokenize_job.vqgan import VQGAN
 
 
 def to_pixels(images: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -59,10 +32,10 @@ def batches(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
-class Encoder:
+class BatchEncoder:
     """Images → codes with the fast path; `reference=True` gives the plain fp32 path to compare with."""
 
-    def __init__(self, model: "VQGAN", batch_size: int = 32, channels_last: bool = True,
+    def __init__(self, model: VQGAN, batch_size: int = 32, channels_last: bool = True,
                  bf16: bool | None = None, reference: bool = False, cpu_batch: int = 1) -> None:
         self.model = model.eval()
         self.reference = reference
@@ -97,7 +70,12 @@ class Encoder:
         return out
 
 
-def decode_codes(model: "VQGAN", codes: np.ndarray, batch_size: int = 16) -> np.ndarray:
+def encode_images(model: VQGAN, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """uint8 [N,H,W,3] RGB → uint16 [N, (H/16)²] codes in raster order."""
+    return BatchEncoder(model, batch_size=batch_size).encode(images)
+
+
+def decode_codes(model: VQGAN, codes: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """[N, L] codes → uint8 [N,H,W,3]; codes outside the codebook are an error, not a crash deep in torch."""
     codes = np.asarray(codes)
     if codes.ndim != 2:

@@ -100,6 +100,7 @@ def contact_sheet(url: str, sentence: int | str, tokenizer_dir: str, out_png: st
     """Originals (top row) above their decoded tokens (bottom row) for one sentence of a token shard."""
     import cv2
 
+    from tokenize_job.encode import decode_codes
     from tokenize_job.vqgan import load_tokenizer
     from uvd import codec
 
@@ -111,7 +112,7 @@ def contact_sheet(url: str, sentence: int | str, tokenizer_dir: str, out_png: st
     row = _find_row(shard, sentence, ["sentence_id", "num_images", "tokens"])
     n = min(int(row["num_images"]), max_images)
     codes = np.asarray(row["tokens"], np.int64).reshape(int(row["num_images"]), -1)[:n]
-    decoded = model.decode_codes(codes)
+    decoded = decode_codes(model, codes)
     originals = None
     src = meta.get("sentences", "")
     if src and exists(src):

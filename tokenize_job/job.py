@@ -186,14 +186,14 @@ class TokenizeActor:
     def __init__(self, tokenizer_dir: str, root: str, batch_size: int, image_batch: int, threads: int = 0) -> None:
         import torch
 
-        from tokenize_job.encode import Encoder
+        from tokenize_job.encode import BatchEncoder
         from tokenize_job.vqgan import load_tokenizer
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":
             torch.set_num_threads(threads or int(os.environ.get("UVD_TORCH_THREADS", "0")) or _ray_cpus())
         self.model = load_tokenizer(tokenizer_dir, device=device)
-        self.encoder = Encoder(self.model, batch_size=batch_size)
+        self.encoder = BatchEncoder(self.model, batch_size=batch_size)
         self.root, self.image_batch = root, image_batch
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
@@ -300,11 +300,11 @@ def tokenize(sentences_url: str, tokenizer_dir: str, out: str | None = None, *, 
     elif pending:
         import torch
 
-        from tokenize_job.encode import Encoder
+        from tokenize_job.encode import BatchEncoder
 
         if threads:
             torch.set_num_threads(threads)
-        encoder = Encoder(model, batch_size=batch_size)
+        encoder = BatchEncoder(model, batch_size=batch_size)
         with progress_bar(len(pending), "tokenize", "shard") as bar:
             for i, u in enumerate(pending, 1):
                 st = tokenize_unit(encoder, describe, u, root, image_batch)

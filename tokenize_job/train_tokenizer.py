@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tokenize_job.encode import decode_codes, encode_images
 from tokenize_job.vqgan import VQGAN, VQGANConfig
 from uvd.progress import progress as progress_bar
 
@@ -95,7 +96,7 @@ def split_validation(ids: list[str], fraction: float) -> np.ndarray:
 
 def reconstruction_error(model: VQGAN, images: np.ndarray) -> float:
     """Mean squared error in [0,1] units after the real token path: encode → codes → decode."""
-    recon = model.decode_codes(model.encode_images(images))
+    recon = decode_codes(model, encode_images(model, images))
     return float(np.mean((recon.astype(np.float32) / 255.0 - images.astype(np.float32) / 255.0) ** 2))
 
 
@@ -240,7 +241,7 @@ def train_from_shards(sentences_url: str, out_dir: str | Path, cfg: TrainConfig,
     fresh_err = reconstruction_error(VQGAN(cfg.vqgan).eval(), val_imgs)
     model, report = train(train_imgs, val_imgs, cfg, progress)
     val_err = reconstruction_error(model, val_imgs)
-    codes = model.encode_images(val_imgs)
+    codes = encode_images(model, val_imgs)
     report.update({"val_mse": val_err, "fresh_val_mse": fresh_err,
                    "val_psnr": float(10 * np.log10(1.0 / max(val_err, 1e-12))),
                    "val_codes_used": int(len(np.unique(codes))), "config": asdict(cfg)})

@@ -1,28 +1,34 @@
 """The LVM tokenizer: open-MUSE's taming-style VQGAN, built from any config, loaded strictly.
 
 Module and parameter names mirror open-MUSE's `muse/modeling_taming_vqgan.py` exactly, so the
-LVM release (`config.json` + `pytorch_model.bin`) loads with `strict=True`. Images go in as
-uint8 RGB, are fed to the network in [0, 1] (as LVM did) and come back as uint8 RGB.
+LVM release (`config.json` + `pytorch_model.bin`) loads with `strict=True`. The network takes
+pixels in [0, 1] (as LVM did); tokenize_job.encode turns uint8 RGB images into codes and back.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokenize_job.encode import nearest_codes  # the one nearest-code search (chunked, fp32)
+from tokenize_job.codebook_search import nearest_codes
+from uvd.storage import sha256_of
+from uvd.weights import read_state_dict
 
 CONFIG_NAME = "config.json"
-WEIGHTS_NAMES = ("model.safetensors", "pytorch_model.bin")
+SAVE_NAME = "model.safetensors"
+# Weights file names, tried in this order (safetensors first: no pickle). open-MUSE's ModelMixin
+# saves pytorch_model.safetensors / pytorch_model.bin (muse/modeling_utils.py: SAFETENSORS_WEIGHTS_NAME,
+# WEIGHTS_NAME); LVM released pytorch_model.bin; transformers-style folders hold model.safetensors;
+# diffusers-style ones diffusion_pytorch_model.*.
+WEIGHTS_NAMES = ("pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.safetensors",
+                 "pytorch_model.bin", "model.bin", "diffusion_pytorch_model.bin")
 
 
 @dataclass
@@ -332,7 +338,7 @@ class VectorQuantizer(nn.Module):
 
 
 class VQGAN(nn.Module):
-    """open-MUSE `VQGANModel` (same state-dict names) plus numpy in/out helpers."""
+    """open-MUSE `VQGANModel` (same state-dict names); numpy in/out lives in tokenize_job.encode."""
 
     def __init__(self, config: VQGANConfig) -> None:
         super().__init__()
@@ -361,22 +367,9 @@ class VQGAN(nn.Module):
         zq, idx, loss = self.quantize(self.encode_latent(pixels))
         return self.decode(zq), idx, loss
 
-    # --- numpy interface used by the tokenize job and the trainer ---
     @property
     def device(self) -> torch.device:
         return self.quantize.embedding.weight.device
-
-    def encode_images(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """uint8 [N,H,W,3] RGB → uint16 [N, (H/16)²] codes in raster order."""
-        from tokenize_job.encode import Encoder as FastEncoder
-
-        return FastEncoder(self, batch_size=batch_size).encode(images)
-
-    def decode_codes(self, codes: np.ndarray, batch_size: int = 16) -> np.ndarray:
-        """[N, L] codes → uint8 [N,H,W,3] RGB."""
-        from tokenize_job.encode import decode_codes
-
-        return decode_codes(self, codes, batch_size=batch_size)
 
     @property
     def tokenizer_id(self) -> str:
@@ -400,19 +393,11 @@ class VQGAN(nn.Module):
         cfg = {**self.config.to_dict(), "_uvd_name": self.name}
         (directory / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        tmp = directory / (WEIGHTS_NAMES[0] + ".tmp")
+        tmp = directory / (SAVE_NAME + ".tmp")
         save_file(state, str(tmp), metadata={"format": "pt"})
-        tmp.replace(directory / WEIGHTS_NAMES[0])
-        self.weights_sha256 = file_sha256(directory / WEIGHTS_NAMES[0])
+        tmp.replace(directory / SAVE_NAME)
+        self.weights_sha256 = sha256_of(str(directory / SAVE_NAME))[0]
         return directory
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -424,23 +409,15 @@ def weights_file(directory: str | Path) -> Path:
     for name in WEIGHTS_NAMES:
         if (directory / name).is_file():
             return directory / name
-    raise FileNotFoundError(f"tokenizer: no {' or '.join(WEIGHTS_NAMES)} in {directory}")
+    raise FileNotFoundError(f"tokenizer: no weights file in {directory} (looked for {', '.join(WEIGHTS_NAMES)})")
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Weights without executing pickled code: safetensors, or torch.load(weights_only=True)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    return state
-
-
-def load_state_strict(model: VQGAN, state: dict[str, torch.Tensor]) -> None:
-    """Load with every name and shape checked, and say exactly what differs."""
+def load_state_strict(model: VQGAN, state: dict[str, torch.Tensor], source: str | Path | None = None) -> None:
+    """Load with every name and shape checked, and say exactly what differs (and from which file)."""
+    where = f" {source}" if source else ""
+    c = model.config
+    summary = (f"hidden_channels {c.hidden_channels}, channel_mult {c.channel_mult}, z_channels {c.z_channels}, "
+               f"num_embeddings {c.num_embeddings}, quantized_embed_dim {c.quantized_embed_dim}")
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -454,12 +431,12 @@ def load_state_strict(model: VQGAN, state: dict[str, torch.Tensor]) -> None:
     if shapes:
         problems.append(f"shape mismatch {shapes[:8]} ({len(shapes)})")
     if problems:
-        raise ValueError("checkpoint: does not match the config: " + "; ".join(problems))
+        raise ValueError(f"checkpoint{where}: does not match the config ({summary}): " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
 
 
 def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> VQGAN:
-    """A VQGAN from a local directory holding config.json + model.safetensors or pytorch_model.bin."""
+    """A VQGAN from a local directory: config.json plus one weights file (WEIGHTS_NAMES, safetensors first)."""
     directory = Path(path)
     if not (directory / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"tokenizer: no {CONFIG_NAME} in {directory}")
@@ -467,7 +444,7 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> VQGA
     config = VQGANConfig.from_dict(raw)
     wfile = weights_file(directory)
     model = VQGAN(config)
-    load_state_strict(model, read_state_dict(wfile))
-    model.weights_sha256 = file_sha256(wfile)
+    load_state_strict(model, read_state_dict(wfile), wfile)
+    model.weights_sha256 = sha256_of(str(wfile))[0]
     model.name = str(raw.get("_uvd_name") or directory.name or "vqgan")
     return model.to(device).eval()

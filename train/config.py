@@ -11,7 +11,11 @@ from uvd.config import Strict, read_yaml_mapping, parse_model
 from uvd.errors import ConfigError
 
 CODEBOOK_SIZE = 8192
-VOCAB_SIZE = 8292  # 8192 image codes + 100 special ids, as LVM
+# 8192 image codes + 100 special ids, as LVM's vqlm_* configs ("8K vq tokens + 100 special tokens",
+# EasyLM/models/llama/llama_model.py in ytongbai/LVM). LVM's released training command packs the
+# codes with no separator, so it fixes no end-of-sentence id; ours (data.eos_id 8193, pad 8192) lie
+# in the same reserved range, so LVM's checkpoints load with this vocabulary unchanged.
+VOCAB_SIZE = 8292
 
 # LVM's sizes (Bai et al. 2023, table 5): hidden, MLP, layers, heads. "tiny" is ours (tests, demo).
 MODEL_SIZES: dict[str, dict[str, int]] = {
@@ -34,9 +38,15 @@ class ModelConfig(Strict):
     vocab_size: int = Field(VOCAB_SIZE, ge=CODEBOOK_SIZE + 2)
     codebook_size: int = Field(CODEBOOK_SIZE, ge=2)
     max_seq_len: int = Field(4096, ge=8)
+    # LVM (EasyLM's LLaMA, vqlm_* configs): rope θ 10000 (EasyLM rotates interleaved pairs; its
+    # HF conversion permutes q/k into the rotate_half layout we use, so θ carries over), RMSNorm
+    # eps 1e-6, every matrix initialised N(0, 0.02), none rescaled by depth.
     rope_theta: float = 10000.0
-    norm_eps: float = 1e-5
+    norm_eps: float = 1e-6
     init_std: float = 0.02
+    # True: GPT-2's N(0, init_std / √(2·layers)) for o_proj and down_proj (the projections into the
+    # residual stream). Not LVM's; kept as an option because it trains more stably from scratch at depth.
+    scaled_residual_init: bool = False
 
     @model_validator(mode="after")
     def _dims(self) -> "ModelConfig":
@@ -108,6 +118,9 @@ class TrainConfig(Strict):
     steps: int = Field(100, ge=1)  # optimizer steps; also the length of the cosine schedule
     batch_size: int = Field(8, ge=1)  # rows per micro-batch per rank
     grad_accum: int = Field(1, ge=1)
+    # Rows per optimizer step over all ranks; set, it fixes grad_accum = global_batch / (batch_size × ranks).
+    # A resumed run keeps its checkpoint's global batch at any world size.
+    global_batch: int | None = Field(None, ge=1)
     parallel: Literal["auto", "ddp", "fsdp"] = "auto"  # auto: FSDP from 1B parameters up, else DDP
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
@@ -116,6 +129,7 @@ class TrainConfig(Strict):
     log_every: int = Field(10, ge=1)
     ckpt_every: int = Field(1000, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
+    async_checkpoint: bool = False  # DCP async_save: training goes on while shards are written
     peak_flops: float | None = None  # per device, for MFU; None: known GPUs, or measured on CPU
 
 

@@ -13,20 +13,26 @@ import numpy as np
 import torch
 
 from train import checkpoint
-from train.config import Config
+from train.config import Config, ModelConfig
 from train.model import KVCache, ModelArgs, Transformer
 from uvd import codec
 from uvd.config import ImageSpec
 from uvd.image import to_sentence_image
 
 
-def load_model(ckpt: str, device: str = "cpu") -> tuple[Transformer, Config]:
-    """The model of a checkpoint file or of a run folder's latest checkpoint."""
-    state = checkpoint.load(ckpt)
-    cfg = Config.model_validate(state["config"])
+def load_model(ckpt: str, device: str = "cpu", step: int | None = None) -> tuple[Transformer, ModelConfig]:
+    """The model of a Hugging Face LlamaForCausalLM folder (e.g. `uvd export-hf`'s, or LVM's released
+    checkpoints converted to that format), of a checkpoint folder, or of a run folder's latest (or
+    `step`) checkpoint. HF weights are loaded into our Transformer: one model, one KV cache."""
+    from train.hf_format import is_hf_folder, load_hf
+
+    if is_hf_folder(ckpt):
+        model, mcfg = load_hf(ckpt)
+        return model.to(device).eval(), mcfg
+    cfg = Config.model_validate(checkpoint.read_train_state(checkpoint.resolve(ckpt, step))["config"])
     model = Transformer(ModelArgs.from_config(cfg.model))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg
+    checkpoint.load_model_weights(ckpt, model, step)
+    return model.to(device).eval(), cfg.model
 
 
 def read_prompt_images(paths: list[str], size: int) -> np.ndarray:
@@ -95,6 +101,7 @@ def generate(ckpt: str, tokenizer_dir: str, image_paths: list[str], out_dir: str
              mode: Literal["sequential", "analogy"] = "sequential", temperature: float = 1.0, top_k: int = 100,
              seed: int = 0, device: str = "cpu") -> list[Path]:
     """Write the generated images as PNGs (plus a strip: prompt, then generated); return their paths."""
+    from tokenize_job.encode import decode_codes, encode_images
     from tokenize_job.vqgan import load_tokenizer
 
     check_prompt(mode, len(image_paths), new)
@@ -102,10 +109,10 @@ def generate(ckpt: str, tokenizer_dir: str, image_paths: list[str], out_dir: str
     tokenizer = load_tokenizer(tokenizer_dir, device=device)
     size = tokenizer.config.resolution
     prompt = read_prompt_images(image_paths, size)
-    codes = tokenizer.encode_images(prompt)
-    codebook = min(cfg.model.codebook_size, tokenizer.config.num_embeddings)
+    codes = encode_images(tokenizer, prompt)
+    codebook = min(cfg.codebook_size, tokenizer.config.num_embeddings)
     made = continue_sentence(model, codes, new, codebook, temperature, top_k, seed)
-    pixels = tokenizer.decode_codes(made)
+    pixels = decode_codes(tokenizer, made)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []

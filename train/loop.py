@@ -81,7 +81,10 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps)
+    # On GPU one fused kernel per step (as torchtitan's default, FSDP2's DTensors included); on CPU
+    # the default implementation, whose results the CPU tests pin.
+    fused = all(p.is_cuda for p in decay + no_decay) or None
+    return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps, fused=fused)
 
 
 def pick_device(cfg: Config, d: Dist) -> torch.device:
@@ -161,17 +164,31 @@ def _gather(obj: Any, d: Dist) -> list[Any]:
     return out
 
 
-def model_and_optim_state(model: nn.Module, optim: torch.optim.Optimizer) -> tuple[dict, dict]:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+def app_state(model: nn.Module, optim: torch.optim.Optimizer) -> dict[str, Any]:
+    """Model and optimizer state keyed by parameter names, each rank holding only its own shards
+    (DTensors under FSDP): what DCP writes and reads, so nothing is gathered on one rank."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    return get_state_dict(model, optim, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    ms, os_ = get_state_dict(model, optim)  # also creates the optimizer's state before its first step
+    return {"model": ms, "optim": os_}
 
 
-def load_model_and_optim(model: nn.Module, optim: torch.optim.Optimizer, ms: dict, os_: dict) -> None:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+def restore_app_state(model: nn.Module, optim: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    from torch.distributed.checkpoint.state_dict import set_state_dict
 
-    set_state_dict(model, optim, model_state_dict=ms, optim_state_dict=os_,
-                   options=StateDictOptions(full_state_dict=True))
+    set_state_dict(model, optim, model_state_dict=state["model"], optim_state_dict=state["optim"])
+
+
+def accumulation(cfg: Config, world: int, saved_global_batch: int | None = None) -> tuple[int, int]:
+    """(gradient-accumulation steps, global batch in rows). A resumed run keeps the global batch it
+    was saved with, whatever its world size: accumulation makes up the difference."""
+    per_pass = cfg.train.batch_size * world
+    want = saved_global_batch or cfg.train.global_batch or cfg.train.batch_size * cfg.train.grad_accum * world
+    if cfg.train.global_batch and saved_global_batch and cfg.train.global_batch != saved_global_batch:
+        raise ValueError(f"train.global_batch {cfg.train.global_batch} differs from the checkpoint's {saved_global_batch}")
+    if want % per_pass:
+        raise ValueError(f"global batch {want} rows is not a multiple of batch_size × ranks = {per_pass}")
+    return want // per_pass, want
 
 
 class Logger:
@@ -211,19 +228,23 @@ def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
     wrapped = wrap(model, cfg, d, device)
     optim = make_optimizer(wrapped, cfg)
     loader = TokenLoader(cfg.data, cfg.train.seed, d.rank, d.world, cfg.train.batch_size)
+    ckpt = checkpoint.Checkpointer(cfg.train.out, cfg.train.keep_checkpoints, cfg.train.async_checkpoint)
 
     step = 0
     resume = checkpoint.latest(cfg.train.out)
+    saved = checkpoint.read_train_state(resume) if resume else None
+    grad_accum, global_batch = accumulation(cfg, d.world, saved["global_batch"] if saved else None)
     if resume:
-        ck = checkpoint.load(resume)
-        load_model_and_optim(wrapped, optim, ck["model"], ck["optimizer"])
-        step = int(ck["scheduler"]["step"])
-        if len(ck["data"]) != d.world:
-            raise ValueError(f"{resume}: saved by {len(ck['data'])} ranks, this run has {d.world}")
-        loader.load_state_dict(ck["data"][d.rank])
-        _set_rng_state(ck["rng"][d.rank])
+        state = app_state(wrapped, optim)
+        checkpoint.load_into(resume, state)  # each rank reads only its own shards
+        restore_app_state(wrapped, optim, state)
+        step = int(saved["step"])
+        loader.load_global_state(saved["data"])  # re-split when the ranks or workers changed
+        if len(saved["rng"]) == d.world:
+            _set_rng_state(saved["rng"][d.rank])
         if d.main:
-            log.info(f"train: resumed from {resume} at step {step}")
+            log.info(f"train: resumed from {resume} at step {step} (saved by {saved['world']} rank(s), now {d.world}; "
+                  f"{grad_accum} micro-batch(es) per step)")
     logger = Logger(cfg.train.out, d.main)
     if d.main and not resume:
         storage.write_json(storage.join(cfg.train.out, "config.json"), cfg.model_dump(mode="json"))
@@ -233,7 +254,7 @@ def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
     compiled = torch.compile(wrapped) if cfg.train.compile else wrapped
 
     records: list[dict[str, Any]] = []
-    tokens_per_step = cfg.train.batch_size * cfg.data.seq_len * cfg.train.grad_accum * d.world
+    tokens_per_step = global_batch * cfg.data.seq_len
     last_step = cfg.train.steps if stop_after is None else min(cfg.train.steps, step + stop_after)
     t_last = time.perf_counter()
     bar = progress_bar(last_step - step, "train", "step") if d.main else None  # items: tokens
@@ -242,10 +263,10 @@ def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
         for group in optim.param_groups:
             group["lr"] = lr
         total = torch.zeros((), device=device)
-        for micro in range(cfg.train.grad_accum):
+        for micro in range(grad_accum):
             batch = next(loader).to(device, non_blocking=True).long()
             x, y = batch[:, :-1], batch[:, 1:]
-            sync = micro == cfg.train.grad_accum - 1
+            sync = micro == grad_accum - 1
             if hasattr(wrapped, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter only on the last
                 wrapped.set_requires_gradient_sync(sync)
                 ctx = contextlib.nullcontext()
@@ -253,7 +274,7 @@ def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
                 ctx = wrapped.no_sync() if not sync and hasattr(wrapped, "no_sync") else contextlib.nullcontext()
             amp = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
             with ctx, amp:
-                loss = loss_fn(compiled(x), y, cfg.data.pad_id) / cfg.train.grad_accum
+                loss = loss_fn(compiled(x), y, cfg.data.pad_id) / grad_accum
             with ctx:
                 loss.backward()
             total += loss.detach()
@@ -280,8 +301,9 @@ def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
         if step % cfg.train.log_every == 0 or step == last_step:
             logger.log(record)
         if step % cfg.train.ckpt_every == 0 or step == last_step:
-            save_checkpoint(cfg, d, wrapped, optim, loader, step)
+            save_checkpoint(cfg, d, wrapped, optim, loader, step, ckpt, global_batch)
             t_last = time.perf_counter()  # saving is not training time
+    ckpt.wait()
     if bar is not None:
         bar.close()
     if dist.is_initialized():
@@ -290,17 +312,17 @@ def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
 
 
 def save_checkpoint(cfg: Config, d: Dist, model: nn.Module, optim: torch.optim.Optimizer,
-                    loader: TokenLoader, step: int) -> None:
-    ms, os_ = model_and_optim_state(model, optim)  # collective under FSDP: every rank calls it
+                    loader: TokenLoader, step: int, ckpt: checkpoint.Checkpointer, global_batch: int) -> None:
     data = _gather(checkpoint.plain(loader.state_dict()), d)
-    rng = _gather(_rng_state(), d)
+    rng = _gather(checkpoint.plain(_rng_state()), d)
+    train_state = None
     if d.main:
-        state = {"step": step, "config": cfg.model_dump(mode="json"), "model": ms, "optimizer": os_,
-                 "scheduler": {"kind": "warmup_cosine", "step": step}, "data": data, "rng": rng}
-        url = checkpoint.save(cfg.train.out, step, state, cfg.train.keep_checkpoints)
-        log.info(f"train: checkpoint {url}")
-    if d.world > 1:
-        dist.barrier()
+        train_state = {"step": step, "config": cfg.model_dump(mode="json"), "world": d.world,
+                       "global_batch": global_batch, "scheduler": {"kind": "warmup_cosine", "step": step},
+                       "data": data, "rng": rng}
+    url = ckpt.save(step, app_state(model, optim), train_state)  # every rank writes its own shards
+    if d.main:
+        log.info(f"train: checkpoint {url} ({ckpt.last_blocking_s:.2f} s blocking)")
 
 
 def main(argv: list[str] | None = None) -> int:

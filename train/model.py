@@ -27,14 +27,16 @@ class ModelArgs:
     vocab_size: int
     max_seq_len: int
     rope_theta: float = 10000.0
-    norm_eps: float = 1e-5
+    norm_eps: float = 1e-6
     init_std: float = 0.02
+    scaled_residual_init: bool = False
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> "ModelArgs":
         return cls(dim=cfg.resolved("dim"), mlp_dim=cfg.resolved("mlp_dim"), n_layers=cfg.resolved("n_layers"),
                    n_heads=cfg.resolved("n_heads"), vocab_size=cfg.vocab_size, max_seq_len=cfg.max_seq_len,
-                   rope_theta=cfg.rope_theta, norm_eps=cfg.norm_eps, init_std=cfg.init_std)
+                   rope_theta=cfg.rope_theta, norm_eps=cfg.norm_eps, init_std=cfg.init_std,
+                   scaled_residual_init=cfg.scaled_residual_init)
 
     @property
     def head_dim(self) -> int:
@@ -166,11 +168,11 @@ class Transformer(nn.Module):
         cos, sin = rotary_tables(args.head_dim, args.max_seq_len, args.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-        self.apply(self._init)
-        # GPT-2 style: scale the projections that write into the residual stream by depth.
-        for name, p in self.named_parameters():
-            if name.endswith(("o_proj.weight", "down_proj.weight")):
-                nn.init.normal_(p, mean=0.0, std=args.init_std / math.sqrt(2 * args.n_layers))
+        self.apply(self._init)  # LVM/EasyLM: N(0, init_std) for every matrix, norm gains 1
+        if args.scaled_residual_init:  # GPT-2: the projections into the residual stream, scaled by depth
+            for name, p in self.named_parameters():
+                if name.endswith(("o_proj.weight", "down_proj.weight")):
+                    nn.init.normal_(p, mean=0.0, std=args.init_std / math.sqrt(2 * args.n_layers))
 
     def _init(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):

@@ -10,7 +10,11 @@ and groups are interleaved by deficit: the next sentence comes from the group fu
 its share of tokens, which holds the configured proportions to within one sentence.
 
 Everything is a function of (seed, files, C, consumer), and a consumer's whole position is a
-small dict (`state_dict`), so a run resumes mid-epoch exactly.
+small dict (`state_dict`), so a run resumes mid-epoch exactly. A run that resumes with another
+number of consumers re-splits the global position (stream_resplit): pieces in flight or not yet
+opened are dealt again, so over the whole run no sentence is repeated or skipped within an epoch.
+Then a consumer first works through its `pending` row ranges (piece, from, to: positions in the
+piece's row order) and after them takes piece `base + consumer + t·C` of the endless sequence.
 """
 from __future__ import annotations
 
@@ -79,9 +83,11 @@ class GroupStream:
         self.cache, self.codebook = cache, codebook
         self._gseed = _group_seed(group)
         self._epoch_perm: dict[int, np.ndarray] = {}
-        self.taken = 0  # pieces this consumer has opened so far
+        self.taken = 0  # fresh pieces this consumer has opened so far
         self.slots: list[list[Any]] = []  # [global piece number, cursor, row order]
         self.rr = 0
+        self.pending: list[list[int]] = []  # [piece number, cursor, stop] given by a re-split, taken first
+        self.base = 0  # this consumer's fresh pieces are base + consumer + t·consumers
 
     def _piece_at(self, k: int) -> tuple[int, Piece]:
         """The k-th piece of the endless epoch-after-epoch sequence, with its epoch."""
@@ -93,14 +99,23 @@ class GroupStream:
             self._epoch_perm = {epoch: perm}  # epochs are visited in order: keep one
         return epoch, self.pieces[int(perm[i])]
 
-    def _open(self, k: int, cursor: int = 0) -> list[Any]:
+    def _open(self, k: int, cursor: int = 0, stop: int = -1) -> list[Any]:
+        """A slot reading piece k's rows (in its seeded order) from `cursor` to `stop` (-1: the end)."""
         epoch, piece = self._piece_at(k)
         order = np.random.default_rng([self.seed, self._gseed, epoch, k]).permutation(piece.row_numbers())
-        return [k, cursor, order, epoch, piece]
+        if stop >= 0:
+            order = order[:stop]
+        return [k, cursor, order, epoch, piece, stop]
+
+    def piece_rows(self, k: int) -> int:
+        return len(self._piece_at(k)[1])
 
     def _fill(self) -> None:
         while len(self.slots) < self.n_open:
-            k = self.consumer + self.taken * self.consumers
+            if self.pending:
+                self.slots.append(self._open(*self.pending.pop(0)))
+                continue
+            k = self.base + self.consumer + self.taken * self.consumers
             self.taken += 1
             self.slots.append(self._open(k))
 
@@ -108,7 +123,7 @@ class GroupStream:
         self._fill()
         self.rr %= len(self.slots)
         slot = self.slots[self.rr]
-        k, cursor, order, epoch, piece = slot
+        k, cursor, order, epoch, piece, _ = slot
         row = int(order[cursor])
         slot[1] = cursor + 1
         if slot[1] >= len(order):
@@ -120,11 +135,14 @@ class GroupStream:
         return tokens, SentenceRef(self.group, epoch, piece.shard, piece.row_group, row)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"taken": self.taken, "rr": self.rr, "slots": [[s[0], s[1]] for s in self.slots]}
+        return {"taken": self.taken, "rr": self.rr, "slots": [[s[0], s[1], s[5]] for s in self.slots],
+                "pending": [list(p) for p in self.pending], "base": self.base}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.taken, self.rr = int(state["taken"]), int(state["rr"])
-        self.slots = [self._open(int(k), int(c)) for k, c in state["slots"]]
+        self.slots = [self._open(*(int(v) for v in s)) for s in state["slots"]]
+        self.pending = [[int(v) for v in p] for p in state.get("pending", [])]
+        self.base = int(state.get("base", 0))
 
 
 class SentenceStream:
@@ -202,8 +220,14 @@ class Packer:
         self.carry = np.empty(0, np.uint16)  # the rest of the sentence being packed
         self.carry_eos = False
         self.rows = 0
+        # Token runs (tokens, end-of-sentence after them?) another consumer left unpacked when the
+        # run was re-split to fewer consumers: packed before any new sentence.
+        self.queue: list[tuple[np.ndarray, bool]] = []
 
     def _take_sentence(self) -> None:
+        if self.queue:
+            self.carry, self.carry_eos = self.queue.pop(0)
+            return
         tokens, _ = self.sentences.next()
         self.carry, self.carry_eos = tokens, True
 
@@ -236,7 +260,8 @@ class Packer:
 
     def state_dict(self) -> dict[str, Any]:
         return {"buf": self.buf[:self.fill].copy(), "carry": np.asarray(self.carry, np.uint16).copy(),
-                "carry_eos": self.carry_eos, "rows": self.rows, "sentences": self.sentences.state_dict()}
+                "carry_eos": self.carry_eos, "rows": self.rows, "sentences": self.sentences.state_dict(),
+                "queue": [[np.asarray(t, np.int32).copy(), e] for t, e in self.queue]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         buf = np.asarray(state["buf"], np.int32)
@@ -245,6 +270,7 @@ class Packer:
         self.carry = np.asarray(state["carry"], np.uint16)
         self.carry_eos = bool(state["carry_eos"])
         self.rows = int(state["rows"])
+        self.queue = [(np.asarray(t, np.int32), bool(e)) for t, e in state.get("queue", [])]
         self.sentences.load_state_dict(state["sentences"])
 
 
@@ -321,3 +347,29 @@ class TokenLoader:
         self.dataset.states = {int(k): v for k, v in state["states"].items()}
         self.next_worker = int(state["next_worker"])
         self._it = None  # workers restart from the loaded positions
+
+    def load_global_state(self, ranks: list[dict[str, Any]]) -> None:
+        """Every saving rank's state_dict → this rank's position: exact when the consumers (ranks ×
+        workers) and batch size are the ones saved, else re-split among this run's consumers."""
+        mine = self.meta
+        if len(ranks) == mine["world"] and all(r.get("workers") == mine["workers"] and
+                                               r.get("batch_size") == mine["batch_size"] for r in ranks):
+            self.load_state_dict(ranks[self.dataset.rank])
+            return
+        for key in ("version", "seed", "fingerprint"):
+            if ranks[0].get(key) != mine[key]:
+                raise ValueError(f"data state was saved with {key}={ranks[0].get(key)!r}, this run has {mine[key]!r}")
+        from train.stream_resplit import resplit_consumers
+
+        old_workers = int(ranks[0]["workers"])
+        old = [None] * (len(ranks) * old_workers)
+        for r, state in enumerate(ranks):
+            for local, consumer_state in state["states"].items():
+                old[r * old_workers + int(local)] = consumer_state
+        sizes = {g: GroupStream(g, self.index.groups[g], mine["seed"], 0, 1, 1, None, CODEBOOK_SIZE).piece_rows
+                 for g in resolve_weights(self.index, self.cfg)}
+        new = resplit_consumers(old, mine["world"] * self.workers, sizes, overlap=not self.cfg.align_sentences)
+        base = self.dataset.rank * self.workers
+        self.dataset.states = {w: new[base + w] for w in range(self.workers)}
+        self.next_worker = 0
+        self._it = None

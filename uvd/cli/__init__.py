@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenizer train": ("uvd.cli.tokenizer_train_cmd", "train a VQGAN tokenizer on sentence-shard images"),
     "train": ("uvd.cli.train_cmd", "train a LLaMA-style model on token shards (torchrun -m train for several devices)"),
     "generate": ("uvd.cli.generate_cmd", "visual prompting: continue a sentence of images with a trained model"),
+    "export-hf": ("uvd.cli.export_hf_cmd", "a training run's checkpoint as a Hugging Face LlamaForCausalLM folder"),
+    "checkpoint-to-file": ("uvd.cli.checkpoint_to_file_cmd", "a sharded (DCP) checkpoint as one torch.save file"),
     "pseudo-label": ("uvd.cli.pseudo_label_cmd", "label a folder of photos with a local expert model (depth, normals, segmentation files)"),
 }
 VERBOSE, QUIET = ("-v", "--verbose"), ("-q", "--quiet")

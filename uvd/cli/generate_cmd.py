@@ -9,7 +9,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="uvd generate", description="Continue a visual sentence: sequential "
                                 "prompting (frames → next frames) or analogy prompting (x1 y1 … xn yn xq → yq).")
     p.add_argument("images", nargs="+", help="prompt images, in sentence order")
-    p.add_argument("--model", required=True, help="checkpoint file (.pt) or training run folder (its latest)")
+    p.add_argument("--model", required=True, help="training run folder (its latest checkpoint), one checkpoint "
+                   "folder, or a Hugging Face LlamaForCausalLM folder (uvd export-hf)")
     p.add_argument("--tokenizer", required=True, help="VQGAN folder (config.json + weights)")
     p.add_argument("--new", type=int, default=1, help="images to generate (default 1)")
     p.add_argument("--mode", choices=["sequential", "analogy"], default="sequential")
