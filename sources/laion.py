@@ -20,7 +20,7 @@ from sources.filters import FilterOptions, UnitFilters
 from sources.laion_metadata import FORMATS, MetadataFile, detect_format
 from uvd.api import Source
 from uvd.config import Strict, require_path
-from uvd.errors import BadInput, ConfigError
+from uvd.errors import BadInput, ConfigError, reason_of
 from uvd.records import Failed, Item
 from uvd.storage import fs_and_path
 
@@ -150,10 +150,8 @@ class LaionSource(Source):
             return Failed(item_id, pending)
         try:
             result = pending.result()
-        except BadInput as err:
-            return Failed(item_id, str(err))
-        except Exception as err:  # a bug or an unexpected library error: audited, the unit goes on
-            return Failed(item_id, f"error: {type(err).__name__}: {err}")
+        except Exception as err:  # a bug or an unexpected library error too: audited, the unit goes on
+            return Failed(item_id, reason_of(err))
         fetched, image = result if isinstance(result, tuple) else (result, None)
         return settle(filters, item_id, url, fetched.data, self.ctx.dataset, image)
 
