@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 
 from sources.download import Downloader, DownloadOptions, Fetched
 from sources.filters import FilterOptions, UnitFilters
+from sources.laion_dedup import mark_duplicates
 from sources.laion_metadata import FORMATS, MetadataFile, detect_format
 from uvd.api import Source
 from uvd.config import Strict, require_path
@@ -36,6 +37,9 @@ class LaionOptions(Strict):
     # OpenCV runs without the GIL, instead of one image at a time in the builder. Same pixels.
     decode_in_threads: bool = True
     filters: FilterOptions = Field(default_factory=FilterOptions)
+    # With filters.dedup_url: URL and hash repeats across units and files are found while
+    # planning (sources/laion_dedup.py), the first by (file, row) kept; off: within a unit only.
+    build_dedup: bool = True
 
     @field_validator("metadata")
     @classmethod
@@ -71,7 +75,9 @@ def settle(filters: UnitFilters, item_id: str, url: str, data: bytes, dataset: s
         return Failed(item_id, reason)
     if isinstance(image, BadInput):
         return Failed(item_id, str(image))
-    return Item(item_id=item_id, source=dataset, images=[data if image is None else image], provenance={"url": url})
+    # The bytes' hash lets the build find the same image at two URLs across units (uvd/dedup.py).
+    return Item(item_id=item_id, source=dataset, images=[data if image is None else image],
+                provenance={"url": url, "sha256": hashlib.sha256(data).hexdigest()})
 
 
 class UnitIds:
@@ -81,10 +87,17 @@ class UnitIds:
         self.stem = stem
         self.seen: set[str] = set()
 
-    def take(self, base: str | None, position: int | str) -> str:
-        item_id = base if base and base not in self.seen else f"{base or 'row'}@{self.stem}:{position}"
+    def repeat(self, base: str | None, position: int | str) -> str:
+        """The id of a row that repeats one kept elsewhere in the build."""
+        item_id = f"{base or 'row'}@{self.stem}:{position}"
         self.seen.add(item_id)
         return item_id
+
+    def take(self, base: str | None, position: int | str) -> str:
+        if base and base not in self.seen:
+            self.seen.add(base)
+            return base
+        return self.repeat(base, position)
 
 
 def expand(paths: Union[str, list[str]]) -> list[str]:
@@ -101,22 +114,30 @@ def expand(paths: Union[str, list[str]]) -> list[str]:
     return sorted(dict.fromkeys(out))
 
 
+def metadata_file(options: LaionOptions, path: str, fmt: str | None = None) -> MetadataFile:
+    """One metadata file read as `options` say (format, column spellings)."""
+    fmt = fmt or (options.format if options.format != "auto" else detect_format(path))
+    assert fmt in FORMATS
+    return MetadataFile(path, fmt, dict(options.columns) or None)
+
+
 class LaionSource(Source):
     name = "laion"
     Options = LaionOptions
 
     def _file(self, path: str, fmt: str | None = None) -> MetadataFile:
-        fmt = fmt or (self.options.format if self.options.format != "auto" else detect_format(path))
-        assert fmt in FORMATS
-        return MetadataFile(path, fmt, dict(self.options.columns) or None)
+        return metadata_file(self.options, path, fmt)
 
     def plan(self, items_per_unit: int) -> list[dict[str, Any]]:
         units = []
-        for path in expand(self.options.metadata):
+        files = expand(self.options.metadata)
+        for path in files:
             mf = self._file(path)
             mf.columns()  # a file without a URL column fails the plan, not every unit
             for rng in mf.plan(items_per_unit):
                 units.append({"file": path, "format": mf.format, **rng})
+        if self.options.build_dedup and self.options.filters.dedup_url:
+            mark_duplicates(self.options, files, units)
         return units
 
     def read(self, payload: dict[str, Any]) -> Iterator[Item | Failed]:
@@ -126,13 +147,16 @@ class LaionSource(Source):
         window: deque[tuple[str, str, Union[str, Future]]] = deque()
         limit = 2 * self.options.download.concurrency  # bounds memory: at most this many bodies held
         then = self._decode if self.options.decode_in_threads else None
+        repeats = payload.get("duplicates", {})
         with Downloader(self.options.download) as dl:
             for index, row in mf.rows(payload["start"], payload["stop"], payload.get("offset", 0)):
                 base = derive_id(row, self.options.id_from)
-                item_id = ids.take(base, index)
                 url = row["url"] or ""
-                early = None
-                if not url:
+                early = repeats.get(str(index))  # a repeat of a row kept elsewhere in the build
+                item_id = ids.repeat(base, index) if early else ids.take(base, index)
+                if early:
+                    pass
+                elif not url:
                     early = "metadata: row has no URL"
                 elif base is None:
                     early = "metadata: row has no hash value (id_from: hash)"
