@@ -26,17 +26,18 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-from pathlib import Path
+import posixpath
 from typing import Any, Iterator
 
 import numpy as np
 from pydantic import field_validator
 
+from sources.remote import read_bytes
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput, ConfigError
 from uvd.records import Failed, Item
+from uvd.storage import fs_and_path, join
 
 
 class CocoOptions(Strict):
@@ -73,7 +74,7 @@ class CocoIndex:
         # Entries that belong to no image we can read: audited under a pseudo id, never dropped.
         self.bad_entries: list[tuple[str, str]] = []
         for path in paths:
-            name = Path(path).name
+            name = posixpath.basename(path)
             data = _load_json(path)
             for cat in data.get("categories") or []:
                 if isinstance(cat, dict) and isinstance(cat.get("id"), int):
@@ -101,7 +102,8 @@ class CocoIndex:
 
 def _load_json(path: str) -> dict[str, Any]:
     try:
-        with open(path, "rb") as f:
+        fs, p = fs_and_path(path)
+        with fs.open(p, "rb") as f:
             data = json.load(f)
     except json.JSONDecodeError as err:
         raise ConfigError(f"coco: {path} is not valid JSON (truncated or malformed): {err}") from None
@@ -113,7 +115,7 @@ def _load_json(path: str) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_index(key: tuple[tuple[str, int, int], ...]) -> CocoIndex:
+def _cached_index(key: tuple[tuple[str, int, str], ...]) -> CocoIndex:
     return CocoIndex([p for p, _, _ in key])
 
 
@@ -122,10 +124,13 @@ def load_index(paths: list[str]) -> CocoIndex:
     key = []
     for p in paths:
         try:
-            st = os.stat(p)
+            fs, path = fs_and_path(p)
+            info = fs.info(path)
         except OSError as err:
             raise ConfigError(f"coco: cannot read {p}: {err.strerror or err}") from None
-        key.append((str(p), st.st_size, st.st_mtime_ns))
+        # Local files have mtime; object stores an ETag or LastModified: any of them marks a change.
+        version = info.get("mtime") or info.get("ETag") or info.get("LastModified") or ""
+        key.append((str(p), int(info.get("size") or 0), str(version)))
     return _cached_index(tuple(key))
 
 
@@ -192,7 +197,7 @@ class CocoSource(Source):
             return
         for pseudo_id, reason in payload.get("bad_entries", []):
             yield Failed(pseudo_id, reason)
-        root = Path(self.options.images_dir)
+        root = self.options.images_dir
         for iid, file_name in payload["images"]:
             item_id = str(iid)
             try:
@@ -200,7 +205,7 @@ class CocoSource(Source):
             except BadInput as err:
                 yield Failed(item_id, str(err))
 
-    def _item(self, index: CocoIndex, iid: int, root: Path, file_name: str) -> Item:
+    def _item(self, index: CocoIndex, iid: int, root: str, file_name: str) -> Item:
         info = index.images.get(iid)
         if info is None:
             raise BadInput("bad_json", f"image {iid} no longer in the annotation files")
@@ -208,11 +213,7 @@ class CocoSource(Source):
         if not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0:
             raise BadInput("bad_annotation", f"image {iid}: width/height {width!r}x{height!r} missing or not positive")
         objects = [parse_object(a, width, height, index.categories) for a in index.by_image.get(iid, [])]
-        path = root / file_name
-        try:
-            data = path.read_bytes()
-        except OSError as err:
-            raise BadInput("io", f"{file_name}: {err.strerror or err}") from None
+        data = read_bytes(join(root, file_name))
         return Item(item_id=str(iid), source=self.ctx.dataset, images=[data],
                     annotations={"width": width, "height": height, "objects": objects},
                     provenance={"coco_image_id": iid, "file_name": file_name})
