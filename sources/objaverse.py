@@ -112,6 +112,17 @@ class _RemoteResolver(Resolver):
         self.missing.append(name)
         raise FileNotFoundError(name)
 
+    def keys(self) -> list[str]:
+        return []  # only asked for names the mesh file refers to
+
+    def namespaced(self, namespace: str) -> "_RemoteResolver":
+        sub = _RemoteResolver(posixpath.join(self.base, namespace, "_"))
+        sub.missing = self.missing
+        return sub
+
+    def write(self, name: str, data: bytes) -> None:
+        raise NotImplementedError("a source never writes beside its inputs")
+
 
 class ObjaverseSource(Source):
     name = "objaverse"
