@@ -42,8 +42,10 @@ def _url_keys(task: tuple[Any, int, dict[str, Any], set[int]]) -> Iterable[Tripl
             yield "url:" + url, (file_index, index), base
 
 
-def mark_duplicates(options: Any, files: list[str], units: list[dict[str, Any]], partitions: int = 16) -> None:
+def mark_duplicates(options: Any, files: list[str], units: list[dict[str, Any]]) -> None:
     """Add `duplicates` to the unit payloads (in place) for rows an earlier row already covers."""
+    rows = sum(u["stop"] - u["start"] for u in units)
+    partitions = max(16, -(-rows // 4_000_000))  # a few million keys per reduce task
     file_index = {f: i for i, f in enumerate(files)}
     tasks = [(options, file_index[u["file"]], u) for u in units]
     by_id = first_wins(tasks, _id_keys, partitions)

@@ -64,8 +64,12 @@ def _reduce(*buckets: list[Triple]) -> list[Dropped]:
 
 
 def first_wins(inputs: list[Any], keys_of: KeysOf, partitions: int = 16,
-               map_tasks: int = 64) -> list[Dropped]:
-    """Every (order, ident, kept ident, key) that is not the first of its key, sorted by order."""
+               map_tasks: int | None = None) -> list[Dropped]:
+    """Every (order, ident, kept ident, key) that is not the first of its key, sorted by order.
+
+    `partitions` bounds a reduce task's memory (size it by the number of keys: a few million
+    each); the answer does not depend on it nor on `map_tasks`."""
+    map_tasks = map_tasks or max(64, -(-len(inputs) // 1000))
     groups = [inputs[i::map_tasks] for i in range(min(map_tasks, len(inputs)))]
     try:
         import ray
@@ -108,7 +112,7 @@ def write_content_table(out: str) -> int:
     """Find exact content duplicates across the committed shards of `out` and write the dedup
     table (an empty table when there are none). Returns the number of dropped sentences."""
     shards = committed_shards(out)
-    dropped = first_wins(list(enumerate(shards)), _content_keys)
+    dropped = first_wins(list(enumerate(shards)), _content_keys, partitions=max(16, -(-len(shards) // 1000)))
     rows = {"kept": [d[2] for d in dropped], "dropped": [d[1] for d in dropped], "sha256": [d[3] for d in dropped]}
     table = pa.table(rows, schema=DEDUP_SCHEMA)
     sink = pa.BufferOutputStream()
