@@ -114,6 +114,15 @@ def expand(paths: Union[str, list[str]]) -> list[str]:
     return sorted(dict.fromkeys(out))
 
 
+def _refusal(row: dict[str, Any], base: str | None, url: str, item_id: str, filters: UnitFilters) -> str | None:
+    """Why a row fails before any download, or None."""
+    if not url:
+        return "metadata: row has no URL"
+    if base is None:
+        return "metadata: row has no hash value (id_from: hash)"
+    return filters.check_metadata(row) or filters.check_url(item_id, url)
+
+
 def metadata_file(options: LaionOptions, path: str, fmt: str | None = None) -> MetadataFile:
     """One metadata file read as `options` say (format, column spellings)."""
     fmt = fmt or (options.format if options.format != "auto" else detect_format(path))
@@ -152,16 +161,9 @@ class LaionSource(Source):
             for index, row in mf.rows(payload["start"], payload["stop"], payload.get("offset", 0)):
                 base = derive_id(row, self.options.id_from)
                 url = row["url"] or ""
-                early = repeats.get(str(index))  # a repeat of a row kept elsewhere in the build
-                item_id = ids.repeat(base, index) if early else ids.take(base, index)
-                if early:
-                    pass
-                elif not url:
-                    early = "metadata: row has no URL"
-                elif base is None:
-                    early = "metadata: row has no hash value (id_from: hash)"
-                else:
-                    early = filters.check_metadata(row) or filters.check_url(item_id, url)
+                repeat = repeats.get(str(index))  # a repeat of a row kept elsewhere in the build
+                item_id = ids.repeat(base, index) if repeat else ids.take(base, index)
+                early = repeat or _refusal(row, base, url, item_id, filters)
                 window.append((item_id, url, early if early else dl.submit(url, then)))
                 while len(window) > limit:
                     yield self._settle(window.popleft(), filters)

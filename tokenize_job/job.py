@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from uvd import codec
-from uvd.dedup import build_root, duplicates_of
 from uvd.audit import AuditLog
+from uvd.dedup import build_root, duplicates_of
 from uvd.errors import BadInput
 from uvd.layout import manifest as manifest_url
 from uvd.layout import stats_file

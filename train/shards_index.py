@@ -136,6 +136,8 @@ def build_index(roots: list[str], by: str | None, piece_rows: int) -> TokenIndex
                 n = pf.metadata.row_group(rg).num_rows
                 h.update(json.dumps([url, rg, n]).encode())
                 kept = _not_dropped(pf, rg, skip)  # content duplicates in <build>/dedup are never streamed
+                if kept is not None:
+                    h.update(json.dumps(kept.tolist()).encode())
                 if by is None:
                     _add(index, "all", si, rg, kept, n, piece_rows)
                     continue
