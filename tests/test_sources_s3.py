@@ -193,3 +193,17 @@ def test_remote_side_file_missing_fails_the_mesh_and_big_videos_are_not_staged(i
     _, audit, _ = build_dataset(tmp_path / "video", {"name": "v", **capped})
     assert audit["pancake/flipping_a_pancake.mkv"]["reason"] == "too_large"
     assert "staging cap" in audit["pancake/flipping_a_pancake.mkv"]["error"]
+
+
+@pytest.mark.parametrize("name", ["image_folder", "depth"])
+def test_memory_urls_work_too(name, inputs, tmp_path):
+    import fsspec
+
+    local, dataset = inputs[name]
+    mem = fsspec.filesystem("memory")
+    for p in sorted(local.rglob("*")):
+        if p.is_file():
+            mem.pipe_file(f"/in-{name}/{p.relative_to(local).as_posix()}", p.read_bytes())
+    rows_local, _, _ = build_dataset(tmp_path / "local", {"name": name, **_fill(dataset, str(local))})
+    rows_mem, _, _ = build_dataset(tmp_path / "mem", {"name": name, **_fill(dataset, f"memory://in-{name}")})
+    assert rows_local and rows_mem == rows_local
