@@ -108,9 +108,12 @@ def committed_shards(out: str) -> list[str]:
     return [s[: -len(".stats.json")] + ".parquet" for s in glob(out, "sentences/*/part-*.stats.json")]
 
 
-def write_content_table(out: str) -> int:
+def write_content_table(out: str, changed: bool = True) -> int:
     """Find exact content duplicates across the committed shards of `out` and write the dedup
-    table (an empty table when there are none). Returns the number of dropped sentences."""
+    table (an empty table when there are none). Returns the number of dropped sentences.
+    `changed=False` (a rerun that built nothing) keeps an existing table instead of rereading every shard."""
+    if not changed and exists(join(out, CONTENT_TABLE)):
+        return len(duplicates_of(out))
     shards = committed_shards(out)
     dropped = first_wins(list(enumerate(shards)), _content_keys, partitions=max(16, -(-len(shards) // 1000)))
     rows = {"kept": [d[2] for d in dropped], "dropped": [d[1] for d in dropped], "sha256": [d[3] for d in dropped]}

@@ -145,7 +145,7 @@ def build(cfg: BuildConfig, out: str | None = None, workers: int | None = None, 
         else:
             _run_inline(cfg, out, pending, summary, t0)
     summary.seconds = time.perf_counter() - t0
-    write_content_table(out)
+    write_content_table(out, changed=bool(pending))
     write_manifest(cfg, out, planned, summary.failed_units)
     log(summary.report())
     sys.stdout.flush()
