@@ -12,13 +12,15 @@ int32 id map (0 = background; colours are the builder's job) or an H×W×3 RGB i
 from __future__ import annotations
 
 import io
-from pathlib import Path
+import posixpath
 from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image
 from pydantic import Field, model_validator
 
+from sources.listing import is_dir, list_dirs, list_files, read_text
+from sources.remote import read_bytes
 from sources.segmentation import decode_label_map
 from sources.video_plan import ShortPolicy, check_sentence_length, clip_notes, frames_needed, plan_clips
 from uvd.api import BuildContext, Source, chunk
@@ -26,6 +28,7 @@ from uvd.config import Strict, require_path
 from uvd.errors import BadInput, ConfigError
 from uvd.image import decode_image
 from uvd.records import Failed, Item
+from uvd.storage import join
 
 FRAME_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -68,6 +71,11 @@ def decode_annotation(data: bytes, max_pixels: int, ignore_index: int | None) ->
     return ids
 
 
+def _files_by_stem(folder: str, suffixes: set[str]) -> dict[str, str]:
+    """Stem → URL of the files directly in `folder`."""
+    return {posixpath.splitext(rel)[0]: url for rel, url in list_files(folder, suffixes) if "/" not in rel}
+
+
 class AnnotatedVideoSource(Source):
     name = "annotated_video"
     Options = AnnotatedVideoOptions
@@ -76,36 +84,35 @@ class AnnotatedVideoSource(Source):
         super().__init__(options, ctx)
         check_sentence_length("annotated_video", options.frames_per_sentence, ctx.max_images)
 
-    def _dirs(self) -> tuple[Path, Path]:
+    def _dirs(self) -> tuple[str, str]:
         o = self.options
-        frames, annots = Path(o.root) / o.frames_dir, Path(o.root) / o.annotations_dir
-        res = o.resolution if o.resolution is not None else ("480p" if (frames / "480p").is_dir() else "")
-        return (frames / res, annots / res) if res else (frames, annots)
+        frames, annots = join(o.root, o.frames_dir), join(o.root, o.annotations_dir)
+        res = o.resolution if o.resolution is not None else ("480p" if is_dir(join(frames, "480p")) else "")
+        return (join(frames, res), join(annots, res)) if res else (frames, annots)
 
     def plan(self, items_per_unit: int) -> list[dict[str, Any]]:
         frames, annots = self._dirs()
-        if not frames.is_dir():
+        if not is_dir(frames):
             raise ConfigError(f"annotated_video: no frames folder {frames}")
-        names = sorted(p.name for p in frames.iterdir() if p.is_dir())
+        names = [name for name, _ in list_dirs(frames)]
         if self.options.image_set:
-            wanted = {ln.strip() for ln in Path(self.options.image_set).read_text().splitlines() if ln.strip()}
+            wanted = {ln.strip() for ln in read_text(self.options.image_set).splitlines() if ln.strip()}
             names = [n for n in names if n in wanted]
-        rows = [[n, str(frames / n), str(annots / n)] for n in names]
+        rows = [[n, join(frames, n), join(annots, n)] for n in names]
         return [{"videos": part} for part in chunk(rows, items_per_unit)]
 
     def read(self, payload: dict[str, Any]) -> Iterator[Item | Failed]:
         for video, fdir, adir in payload["videos"]:
             try:
-                yield self.read_one(video, Path(fdir), Path(adir))
+                yield self.read_one(video, fdir, adir)
             except BadInput as err:
                 yield Failed(video, str(err))
 
-    def read_one(self, video: str, fdir: Path, adir: Path) -> Item:
+    def read_one(self, video: str, fdir: str, adir: str) -> Item:
         o = self.options
-        if not adir.is_dir():
+        if not is_dir(adir):
             raise BadInput("unpaired", f"no annotation folder for video {video!r}")
-        frames = {p.stem: p for p in fdir.iterdir() if p.suffix.lower() in FRAME_SUFFIXES}
-        annots = {p.stem: p for p in adir.iterdir() if p.suffix.lower() == ".png"}
+        frames, annots = _files_by_stem(fdir, FRAME_SUFFIXES), _files_by_stem(adir, {".png"})
         paired = sorted(set(frames) & set(annots))  # DAVIS names are zero-padded: text order is time order
         if not paired:
             raise BadInput("unpaired", f"video {video!r}: no frame has an annotation")
@@ -115,10 +122,8 @@ class AnnotatedVideoSource(Source):
         images, masks = [], []
         for i in needed:
             try:
-                images.append(frames[paired[i]].read_bytes())
-                masks.append(decode_annotation(annots[paired[i]].read_bytes(), self.ctx.image.max_pixels, o.ignore_index))
-            except OSError as err:
-                raise BadInput("io", f"{paired[i]}: {err.strerror or err}") from None
+                images.append(read_bytes(frames[paired[i]]))
+                masks.append(decode_annotation(read_bytes(annots[paired[i]]), self.ctx.image.max_pixels, o.ignore_index))
             except BadInput as err:
                 raise BadInput(err.kind, f"frame {paired[i]}: {str(err).split(': ', 1)[-1]}") from None
         return Item(

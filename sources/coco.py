@@ -34,18 +34,20 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
+import posixpath
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import numpy as np
 from pydantic import field_validator
 
+from sources.remote import read_bytes
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput, ConfigError
 from uvd.keypoint_formats import NUM_KEYPOINTS, FormatOption, detect_format
 from uvd.records import Failed, Item
+from uvd.storage import fs_and_path, join
 
 
 class CocoOptions(Strict):
@@ -89,7 +91,7 @@ class CocoIndex:
         # Entries that belong to no image we can read: audited under a pseudo id, never dropped.
         self.bad_entries: list[tuple[str, str]] = []
         for path in paths:
-            name = Path(path).name
+            name = posixpath.basename(path)
             data = _load_json(path)
             for cat in data.get("categories") or []:
                 if isinstance(cat, dict) and isinstance(cat.get("id"), int):
@@ -120,7 +122,8 @@ class CocoIndex:
 def read_json(path: str | Path, who: str) -> Any:
     """A JSON annotation file; ConfigError (naming the source `who`) when unreadable or malformed."""
     try:
-        with open(path, "rb") as f:
+        fs, p = fs_and_path(path)
+        with fs.open(p, "rb") as f:
             return json.load(f)
     except json.JSONDecodeError as err:
         raise ConfigError(f"{who}: {path} is not valid JSON (truncated or malformed): {err}") from None
@@ -136,7 +139,7 @@ def _load_json(path: str) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_index(key: tuple[tuple[str, int, int], ...]) -> CocoIndex:
+def _cached_index(key: tuple[tuple[str, int, str], ...]) -> CocoIndex:
     return CocoIndex([p for p, _, _ in key])
 
 
@@ -145,10 +148,13 @@ def load_index(paths: list[str]) -> CocoIndex:
     key = []
     for p in paths:
         try:
-            st = os.stat(p)
+            fs, path = fs_and_path(p)
+            info = fs.info(path)
         except OSError as err:
             raise ConfigError(f"coco: cannot read {p}: {err.strerror or err}") from None
-        key.append((str(p), st.st_size, st.st_mtime_ns))
+        # Local files have mtime; object stores an ETag or LastModified: any of them marks a change.
+        version = info.get("mtime") or info.get("ETag") or info.get("LastModified") or ""
+        key.append((str(p), int(info.get("size") or 0), str(version)))
     return _cached_index(tuple(key))
 
 
@@ -258,7 +264,7 @@ class CocoSource(Source):
             return
         for pseudo_id, reason in payload.get("bad_entries", []):
             yield Failed(pseudo_id, reason)
-        root = Path(self.options.images_dir)
+        root = self.options.images_dir
         for iid, file_name in payload["images"]:
             item_id = str(iid)
             try:
@@ -266,7 +272,7 @@ class CocoSource(Source):
             except BadInput as err:
                 yield Failed(item_id, str(err))
 
-    def _item(self, index: CocoIndex, iid: int, root: Path, file_name: str) -> Item:
+    def _item(self, index: CocoIndex, iid: int, root: str, file_name: str) -> Item:
         info = index.images.get(iid)
         if info is None:
             raise BadInput("bad_json", f"image {iid} no longer in the annotation files")
@@ -275,11 +281,7 @@ class CocoSource(Source):
             raise BadInput("bad_annotation", f"image {iid}: width/height {width!r}x{height!r} missing or not positive")
         objects = [parse_object(a, width, height, index.categories, self.options.keypoint_format,
                                 index.category_keypoints, self.options.outside) for a in index.by_image.get(iid, [])]
-        path = root / file_name
-        try:
-            data = path.read_bytes()
-        except OSError as err:
-            raise BadInput("io", f"{file_name}: {err.strerror or err}") from None
+        data = read_bytes(join(root, file_name))
         return Item(item_id=str(iid), source=self.ctx.dataset, images=[data],
                     annotations={"width": width, "height": height, "objects": objects},
                     provenance={"coco_image_id": iid, "file_name": file_name})

@@ -12,17 +12,18 @@ both in the viewer's frame (x right, y up, z towards the camera). Without them t
 from __future__ import annotations
 
 import io
-from pathlib import Path
+import posixpath
 from typing import Any, Iterator
 
 import cv2
 import numpy as np
 from pydantic import Field, model_validator
 
-from sources.paired import index_folder, match_folders, read_bytes
+from sources.paired import index_folder, match_folders
+from sources.remote import read_bytes
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
-from uvd.errors import BadInput, reason_of
+from uvd.errors import BadInput
 from uvd.image import header_size
 from uvd.records import Failed, Item
 
@@ -137,19 +138,19 @@ class DepthSource(Source):
             ann: dict[str, Any] = {"fov_deg": o.fov_deg}
             try:
                 photo = read_bytes(image_path)
-                ann["depth"] = decode_depth(read_bytes(depth_path), Path(depth_path).suffix.lower(), o.depth_scale,
+                ann["depth"] = decode_depth(read_bytes(depth_path), posixpath.splitext(depth_path)[1].lower(), o.depth_scale,
                                             self.ctx.image.max_pixels)
                 if normals_path:
-                    ann["normals"] = decode_normals(read_bytes(normals_path), Path(normals_path).suffix.lower(),
+                    ann["normals"] = decode_normals(read_bytes(normals_path), posixpath.splitext(normals_path)[1].lower(),
                                                     self.ctx.image.max_pixels)
-            except (OSError, BadInput) as err:
-                yield Failed(item_id, reason_of(err))
+            except BadInput as err:
+                yield Failed(item_id, str(err))
                 continue
             if o.fx is not None:
                 h, w = ann["depth"].shape
                 ann["intrinsics"] = (o.fx, o.fy, o.cx if o.cx is not None else (w - 1) / 2,
                                      o.cy if o.cy is not None else (h - 1) / 2)
-            prov = {"image": Path(image_path).name, "depth": Path(depth_path).name}
+            prov = {"image": posixpath.basename(image_path), "depth": posixpath.basename(depth_path)}
             if normals_path:
-                prov["normals"] = Path(normals_path).name
+                prov["normals"] = posixpath.basename(normals_path)
             yield Item(item_id=item_id, source=self.ctx.dataset, images=[photo], annotations=ann, provenance=prov)

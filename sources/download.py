@@ -26,6 +26,7 @@ import httpcore
 import httpx
 from pydantic import Field
 
+from sources.opt_out import OptOutOptions, disallowing_directive
 from uvd.config import Strict
 from uvd.errors import BadInput
 
@@ -51,6 +52,7 @@ class DownloadOptions(Strict):
     allow_private: bool = False  # RFC 1918, link-local, CGNAT, ULA and other non-global ranges
     verify_tls: bool = True
     user_agent: str = "uvd/0.1 (+visual-sentence dataset builder; img2dataset-compatible)"
+    opt_out: OptOutOptions = Field(default_factory=OptOutOptions)  # X-Robots-Tag noai & co. → failed `opt_out`
 
 
 class FetchError(BadInput):
@@ -310,6 +312,9 @@ class Downloader:
         if not 200 <= status < 300:
             raise FetchError("http", f"{status} {resp.reason_phrase}".strip(), retryable=status in RETRY_STATUS,
                              retry_after=_retry_after(resp.headers.get("retry-after"), self.o.max_backoff_s))
+        refused = disallowing_directive(resp.headers.get_list("x-robots-tag"), self.o.opt_out)
+        if refused:
+            raise FetchError("opt_out", f"X-Robots-Tag: {refused}")
         ctype = resp.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if not (any(ctype.startswith(p) for p in self.o.content_types)
                 or (self.o.allow_octet_stream and ctype in OCTET_STREAM)):

@@ -1,10 +1,8 @@
 """Filters for web images: metadata thresholds, size and shape, exact and near duplicates.
 
 Each refusal names its filter: `filtered: <filter> (<why>)`, or `duplicate: of <item id>
-(<how>)`. Duplicates are found within one work unit: units run independently on many
-machines, and a build-wide set of every URL/hash would have to be coordinated (or held
-whole by the planner). LAION itself is deduplicated by URL; use units large enough to
-catch the rest, or deduplicate the metadata beforehand.
+(<how>)`. These filters see one work unit; repeats across units are found while planning
+(sources/laion_dedup.py) and after the build (uvd/dedup.py).
 """
 from __future__ import annotations
 

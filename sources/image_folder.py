@@ -1,15 +1,15 @@
 """A folder tree of images (sub-folders give class labels) or a plain list file of paths."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterator
 
 from pydantic import model_validator
 
 from sources.listing import list_inputs
+from sources.remote import read_bytes
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
-from uvd.errors import reason_of
+from uvd.errors import BadInput
 from uvd.records import Failed, Item
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -54,9 +54,9 @@ class ImageFolderSource(Source):
         label = payload["label"] or None
         for item_id, path in payload["files"]:
             try:
-                data = Path(path).read_bytes()
-            except OSError as err:
-                yield Failed(item_id, reason_of(err))
+                data = read_bytes(path)
+            except BadInput as err:
+                yield Failed(item_id, str(err))
                 continue
             yield Item(item_id=item_id, source=self.ctx.dataset, images=[data], label=label,
                        provenance={"path": item_id, **({"label": label} if label else {})})

@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 
 from sources.filters import FilterOptions, UnitFilters
 from sources.laion import UnitIds, derive_id, settle
-from sources.laion_metadata import _number, canonical_row, match_columns
+from sources.laion_metadata import canonical_row, match_columns, number
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import ConfigError
@@ -48,8 +48,8 @@ def json_row(meta: dict[str, Any]) -> dict[str, Any]:
     (resized) size; the size filters want the original one."""
     names = [k for k in meta if k.lower() not in ("width", "height")]
     row = canonical_row(meta, match_columns(names))
-    row["width"] = _number(meta.get("original_width"))
-    row["height"] = _number(meta.get("original_height"))
+    row["width"] = number(meta.get("original_width"))
+    row["height"] = number(meta.get("original_height"))
     return row
 
 

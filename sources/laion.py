@@ -17,10 +17,11 @@ from pydantic import Field, field_validator
 
 from sources.download import Downloader, DownloadOptions, Fetched
 from sources.filters import FilterOptions, UnitFilters
+from sources.laion_dedup import mark_duplicates
 from sources.laion_metadata import FORMATS, MetadataFile, detect_format
 from uvd.api import Source
 from uvd.config import Strict, require_path
-from uvd.errors import BadInput, ConfigError
+from uvd.errors import BadInput, ConfigError, reason_of
 from uvd.records import Failed, Item
 from uvd.storage import fs_and_path
 
@@ -36,6 +37,9 @@ class LaionOptions(Strict):
     # OpenCV runs without the GIL, instead of one image at a time in the builder. Same pixels.
     decode_in_threads: bool = True
     filters: FilterOptions = Field(default_factory=FilterOptions)
+    # With filters.dedup_url: URL and hash repeats across units and files are found while
+    # planning (sources/laion_dedup.py), the first by (file, row) kept; off: within a unit only.
+    build_dedup: bool = True
 
     @field_validator("metadata")
     @classmethod
@@ -71,7 +75,9 @@ def settle(filters: UnitFilters, item_id: str, url: str, data: bytes, dataset: s
         return Failed(item_id, reason)
     if isinstance(image, BadInput):
         return Failed(item_id, str(image))
-    return Item(item_id=item_id, source=dataset, images=[data if image is None else image], provenance={"url": url})
+    # The bytes' hash lets the build find the same image at two URLs across units (uvd/dedup.py).
+    return Item(item_id=item_id, source=dataset, images=[data if image is None else image],
+                provenance={"url": url, "sha256": hashlib.sha256(data).hexdigest()})
 
 
 class UnitIds:
@@ -81,10 +87,17 @@ class UnitIds:
         self.stem = stem
         self.seen: set[str] = set()
 
-    def take(self, base: str | None, position: int | str) -> str:
-        item_id = base if base and base not in self.seen else f"{base or 'row'}@{self.stem}:{position}"
+    def repeat(self, base: str | None, position: int | str) -> str:
+        """The id of a row that repeats one kept elsewhere in the build."""
+        item_id = f"{base or 'row'}@{self.stem}:{position}"
         self.seen.add(item_id)
         return item_id
+
+    def take(self, base: str | None, position: int | str) -> str:
+        if base and base not in self.seen:
+            self.seen.add(base)
+            return base
+        return self.repeat(base, position)
 
 
 def expand(paths: Union[str, list[str]]) -> list[str]:
@@ -101,22 +114,39 @@ def expand(paths: Union[str, list[str]]) -> list[str]:
     return sorted(dict.fromkeys(out))
 
 
+def _refusal(row: dict[str, Any], base: str | None, url: str, item_id: str, filters: UnitFilters) -> str | None:
+    """Why a row fails before any download, or None."""
+    if not url:
+        return "metadata: row has no URL"
+    if base is None:
+        return "metadata: row has no hash value (id_from: hash)"
+    return filters.check_metadata(row) or filters.check_url(item_id, url)
+
+
+def metadata_file(options: LaionOptions, path: str, fmt: str | None = None) -> MetadataFile:
+    """One metadata file read as `options` say (format, column spellings)."""
+    fmt = fmt or (options.format if options.format != "auto" else detect_format(path))
+    assert fmt in FORMATS
+    return MetadataFile(path, fmt, dict(options.columns) or None)
+
+
 class LaionSource(Source):
     name = "laion"
     Options = LaionOptions
 
     def _file(self, path: str, fmt: str | None = None) -> MetadataFile:
-        fmt = fmt or (self.options.format if self.options.format != "auto" else detect_format(path))
-        assert fmt in FORMATS
-        return MetadataFile(path, fmt, dict(self.options.columns) or None)
+        return metadata_file(self.options, path, fmt)
 
     def plan(self, items_per_unit: int) -> list[dict[str, Any]]:
         units = []
-        for path in expand(self.options.metadata):
+        files = expand(self.options.metadata)
+        for path in files:
             mf = self._file(path)
             mf.columns()  # a file without a URL column fails the plan, not every unit
             for rng in mf.plan(items_per_unit):
                 units.append({"file": path, "format": mf.format, **rng})
+        if self.options.build_dedup and self.options.filters.dedup_url:
+            mark_duplicates(self.options, files, units)
         return units
 
     def read(self, payload: dict[str, Any]) -> Iterator[Item | Failed]:
@@ -126,18 +156,14 @@ class LaionSource(Source):
         window: deque[tuple[str, str, Union[str, Future]]] = deque()
         limit = 2 * self.options.download.concurrency  # bounds memory: at most this many bodies held
         then = self._decode if self.options.decode_in_threads else None
+        repeats = payload.get("duplicates", {})
         with Downloader(self.options.download) as dl:
             for index, row in mf.rows(payload["start"], payload["stop"], payload.get("offset", 0)):
                 base = derive_id(row, self.options.id_from)
-                item_id = ids.take(base, index)
                 url = row["url"] or ""
-                early = None
-                if not url:
-                    early = "metadata: row has no URL"
-                elif base is None:
-                    early = "metadata: row has no hash value (id_from: hash)"
-                else:
-                    early = filters.check_metadata(row) or filters.check_url(item_id, url)
+                repeat = repeats.get(str(index))  # a repeat of a row kept elsewhere in the build
+                item_id = ids.repeat(base, index) if repeat else ids.take(base, index)
+                early = repeat or _refusal(row, base, url, item_id, filters)
                 window.append((item_id, url, early if early else dl.submit(url, then)))
                 while len(window) > limit:
                     yield self._settle(window.popleft(), filters)
@@ -150,10 +176,8 @@ class LaionSource(Source):
             return Failed(item_id, pending)
         try:
             result = pending.result()
-        except BadInput as err:
-            return Failed(item_id, str(err))
-        except Exception as err:  # a bug or an unexpected library error: audited, the unit goes on
-            return Failed(item_id, f"error: {type(err).__name__}: {err}")
+        except Exception as err:  # a bug or an unexpected library error too: audited, the unit goes on
+            return Failed(item_id, reason_of(err))
         fetched, image = result if isinstance(result, tuple) else (result, None)
         return settle(filters, item_id, url, fetched.data, self.ctx.dataset, image)
 

@@ -76,7 +76,7 @@ def match_columns(names: list[str], overrides: dict[str, str] | None = None) -> 
     return found
 
 
-def _number(v: Any) -> float | None:
+def number(v: Any) -> float | None:
     if v is None or isinstance(v, bool):
         return None
     try:
@@ -104,7 +104,7 @@ def canonical_row(raw: dict[str, Any], columns: dict[str, str]) -> dict[str, Any
         elif canon == "hash":
             row["hash"] = _hash_text(v)
         elif canon in NUMERIC:
-            row[canon] = _number(v)
+            row[canon] = number(v)
     return row
 
 

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+import posixpath
 from typing import Any, Iterator, Literal
 
 import trimesh
 from pydantic import Field, model_validator
-from trimesh.resolvers import FilePathResolver
+from trimesh.resolvers import FilePathResolver, Resolver
 
+from sources.listing import is_dir, is_remote, list_files, read_text
+from sources.remote import local_copy, read_bytes, size_of
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
-from uvd.errors import reason_of
+from uvd.errors import BadInput
 from uvd.records import Failed, Item
+from uvd.storage import fs_and_path, join
 
 MESH_SUFFIXES = [".glb", ".gltf", ".obj", ".ply", ".stl", ".off"]
 
@@ -52,6 +55,14 @@ class ObjaverseOptions(Strict):
         return self
 
 
+def _relative(root: str, url: str) -> str:
+    """`url` relative to root (both local paths, or both URLs of one store), else `url` itself."""
+    fs, base = fs_and_path(root)
+    _, path = fs_and_path(url)
+    base = base.rstrip("/")
+    return path[len(base) + 1:] if path.startswith(base + "/") else url
+
+
 def split_hash(item_id: str, salt: str) -> float:
     """A uniform number in [0, 1) from the item id alone: the split key."""
     digest = hashlib.sha256(f"{salt}\x00{item_id}".encode()).digest()
@@ -59,7 +70,7 @@ def split_hash(item_id: str, salt: str) -> float:
 
 
 def _read_uids(path: str) -> list[str]:
-    text = Path(path).read_text()
+    text = read_text(path)
     if text.lstrip().startswith("["):
         return [str(u) for u in json.loads(text)]
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
@@ -81,6 +92,38 @@ class _RecordingResolver(FilePathResolver):
             raise
 
 
+class _RemoteResolver(Resolver):
+    """Side files (textures, .bin buffers, .mtl) of a remote mesh, read beside it through fsspec,
+    never from outside its folder; like _RecordingResolver it remembers what it could not find."""
+
+    def __init__(self, url: str) -> None:
+        self.base = posixpath.dirname(url)
+        self.missing: list[str] = []
+
+    def get(self, name: str) -> bytes:
+        proto, sep, base = self.base.rpartition("://")
+        for candidate in (name.strip().lstrip("/"), posixpath.basename(name.strip())):
+            full = posixpath.normpath(posixpath.join(base, candidate))
+            if candidate and full.startswith(base.rstrip("/") + "/"):
+                try:
+                    return read_bytes(proto + sep + full)
+                except BadInput:
+                    continue
+        self.missing.append(name)
+        raise FileNotFoundError(name)
+
+    def keys(self) -> list[str]:
+        return []  # only asked for names the mesh file refers to
+
+    def namespaced(self, namespace: str) -> "_RemoteResolver":
+        sub = _RemoteResolver(posixpath.join(self.base, namespace, "_"))
+        sub.missing = self.missing
+        return sub
+
+    def write(self, name: str, data: bytes) -> None:
+        raise NotImplementedError("a source never writes beside its inputs")
+
+
 class ObjaverseSource(Source):
     name = "objaverse"
     Options = ObjaverseOptions
@@ -88,20 +131,17 @@ class ObjaverseSource(Source):
     def _files(self) -> dict[str, str]:
         """item id → path of every mesh file under root."""
         o = self.options
-        root = Path(o.root)
-        suffixes = {s.lower() for s in o.suffixes}
         layout = o.layout
         if layout == "auto":
-            layout = "objaverse" if (root / "glbs").is_dir() else "folder"
+            layout = "objaverse" if is_dir(join(o.root, "glbs")) else "folder"
         files: dict[str, str] = {}
         if layout == "objaverse":
-            for p in (root / "glbs").glob("*/*"):
-                if p.is_file() and p.suffix.lower() in suffixes:
-                    files[p.stem] = str(p)
+            for rel, url in list_files(join(o.root, "glbs"), o.suffixes):
+                if rel.count("/") == 1:  # glbs/<group>/<uid>.glb
+                    files[posixpath.splitext(posixpath.basename(rel))[0]] = url
         else:
-            for p in root.rglob("*"):
-                if p.is_file() and p.suffix.lower() in suffixes:
-                    files[p.relative_to(root).as_posix()] = str(p)
+            for rel, url in list_files(o.root, o.suffixes):
+                files[rel] = url
         return files
 
     def _selection(self, files: dict[str, str]) -> dict[str, str | None]:
@@ -109,7 +149,7 @@ class ObjaverseSource(Source):
         o = self.options
         wanted: dict[str, str] | None = None
         if o.categories_file:
-            cats = json.loads(Path(o.categories_file).read_text())
+            cats = json.loads(read_text(o.categories_file))
             if not isinstance(cats, dict):
                 raise ValueError(f"{o.categories_file}: expected a JSON object {{category: [uid, ...]}}")
             keep = set(o.categories) if o.categories else None
@@ -155,9 +195,9 @@ class ObjaverseSource(Source):
                 yield Failed(item_id, f"missing: no mesh file for uid {item_id!r} under root")
                 continue
             try:
-                size = Path(path).stat().st_size
-            except OSError as err:
-                yield Failed(item_id, reason_of(err))
+                size = size_of(path)
+            except BadInput as err:
+                yield Failed(item_id, str(err))
                 continue
             if size == 0:
                 yield Failed(item_id, "empty: zero-byte file")
@@ -165,16 +205,21 @@ class ObjaverseSource(Source):
             if size > limit:
                 yield Failed(item_id, f"too_large: {size} bytes > max_file_mb={self.options.max_file_mb:g}")
                 continue
-            resolver = _RecordingResolver(path)
+            remote = is_remote(path)
+            resolver = _RemoteResolver(path) if remote else _RecordingResolver(path)
             try:
-                mesh = trimesh.load_scene(path, resolver=resolver)
+                with local_copy(path, limit) as local:  # remote: the mesh itself copied; side files via the resolver
+                    mesh = trimesh.load_scene(local, resolver=resolver)
+            except BadInput as err:
+                yield Failed(item_id, str(err))
+                continue
             except Exception as err:  # trimesh raises anything from IndexError to NotImplementedError on junk
                 yield Failed(item_id, f"decode: {type(err).__name__}: {err}"[:500])
                 continue
             if resolver.missing and self.options.missing_textures == "fail":
                 yield Failed(item_id, f"texture: referenced file(s) not found: {', '.join(sorted(set(resolver.missing)))}")
                 continue
-            rel = Path(path).relative_to(self.options.root).as_posix() if Path(path).is_relative_to(self.options.root) else path
+            rel = _relative(self.options.root, path)
             provenance: dict[str, Any] = {"path": rel, "bytes": size}
             if payload.get("split", "all") != "all":
                 provenance["split"] = payload["split"]

@@ -8,14 +8,16 @@ still an item: it ends in the audit as `unpaired`, so nothing is silently lost.
 """
 from __future__ import annotations
 
-from pathlib import Path
+import posixpath
 from typing import Any, Iterator
 
 from pydantic import Field, model_validator
 
+from sources.listing import list_files
+from sources.remote import read_bytes
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
-from uvd.errors import reason_of
+from uvd.errors import BadInput
 from uvd.records import Failed, Item
 
 IMAGE_SUFFIXES = [".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"]
@@ -23,12 +25,9 @@ IMAGE_SUFFIXES = [".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"]
 
 def index_folder(root: str, suffixes: list[str]) -> dict[str, list[str]]:
     """Relative path without suffix → the files with that stem (more than one is ambiguous)."""
-    base = Path(root)
-    wanted = {s.lower() for s in suffixes}
     found: dict[str, list[str]] = {}
-    for p in base.rglob("*"):
-        if p.is_file() and p.suffix.lower() in wanted:
-            found.setdefault(p.relative_to(base).with_suffix("").as_posix(), []).append(str(p))
+    for rel, url in list_files(root, suffixes):
+        found.setdefault(posixpath.splitext(rel)[0], []).append(url)
     return {k: sorted(v) for k, v in found.items()}
 
 
@@ -40,17 +39,13 @@ def match_folders(a: dict[str, list[str]], b: dict[str, list[str]], a_name: str,
         pa, pb = a.get(key, []), b.get(key, [])
         problem = None
         if len(pa) > 1 or len(pb) > 1:
-            problem = f"ambiguous: several files named {key!r}: {', '.join(Path(p).name for p in pa + pb)}"
+            problem = f"ambiguous: several files named {key!r}: {', '.join(posixpath.basename(p) for p in pa + pb)}"
         elif not pa:
             problem = f"unpaired: {b_name} {key!r} has no {a_name} file"
         elif not pb:
             problem = f"unpaired: {a_name} {key!r} has no {b_name} file"
         rows.append((key, pa[0] if pa else None, pb[0] if pb else None, problem))
     return rows
-
-
-def read_bytes(path: str) -> bytes:
-    return Path(path).read_bytes()
 
 
 class PairedOptions(Strict):
@@ -84,9 +79,9 @@ class PairedSource(Source):
                 continue
             try:
                 images = [read_bytes(x), read_bytes(y)]
-            except OSError as err:
-                yield Failed(item_id, reason_of(err))
+            except BadInput as err:
+                yield Failed(item_id, str(err))
                 continue
             yield Item(item_id=item_id, source=self.ctx.dataset, images=images,
                        annotations={"paired_task": self.options.task},
-                       provenance={"input": Path(x).name, "target": Path(y).name, "paired_task": self.options.task})
+                       provenance={"input": posixpath.basename(x), "target": posixpath.basename(y), "paired_task": self.options.task})

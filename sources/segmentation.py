@@ -10,17 +10,18 @@ every class up by one so that class 0 is coloured too.
 from __future__ import annotations
 
 import io
-from pathlib import Path
+import posixpath
 from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image
 from pydantic import Field, model_validator
 
-from sources.paired import index_folder, match_folders, read_bytes
+from sources.paired import index_folder, match_folders
+from sources.remote import read_bytes
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
-from uvd.errors import BadInput, reason_of
+from uvd.errors import BadInput
 from uvd.records import Failed, Item
 
 
@@ -87,9 +88,9 @@ class SegmentationSource(Source):
                     if bad.any():
                         raise BadInput("label", f"class index {int(labels[bad].max())} > {top} (num_classes={o.num_classes})")
                 labels = np.where(ignored, 0, labels + 1 if o.zero_is_class else labels).astype(np.int32)
-            except (OSError, BadInput) as err:
-                yield Failed(item_id, reason_of(err))
+            except BadInput as err:
+                yield Failed(item_id, str(err))
                 continue
             yield Item(item_id=item_id, source=self.ctx.dataset, images=[photo],
                        annotations={"label_map": labels},
-                       provenance={"image": Path(image_path).name, "label_map": Path(label_path).name})
+                       provenance={"image": posixpath.basename(image_path), "label_map": posixpath.basename(label_path)})

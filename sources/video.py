@@ -7,7 +7,6 @@ time-bounded worker (sources/video_decode.py). The clips ride along in
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterator
 
 from pydantic import Field, model_validator
@@ -15,6 +14,7 @@ from pydantic import Field, model_validator
 from sources.video_decode import IsolatedDecoder, VideoInfo
 from sources.video_plan import ShortPolicy, clip_notes, frames_needed, plan_clips
 from sources.listing import list_inputs
+from sources.remote import local_copy
 from uvd.api import BuildContext, Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput, ConfigError
@@ -37,6 +37,7 @@ class VideoOptions(Strict):
     timeout_s: float = Field(120.0, gt=0)  # per decoder request (open, read) of one video
     recycle_every: int = Field(200, ge=1)  # fresh decoder process after this many videos
     decoder_threads: int = Field(1, ge=0)  # 0 = FFmpeg's choice; 1 suits one unit per core
+    max_stage_mb: float = Field(4096.0, gt=0)  # a remote video is copied locally for the decoder: up to this size
 
     @model_validator(mode="after")
     def _check(self) -> "VideoOptions":
@@ -82,10 +83,6 @@ class VideoSource(Source):
 
     def read_one(self, item_id: str, path: str, label: str = "") -> Item:
         o = self.options
-        if not Path(path).is_file():
-            raise BadInput("io", f"no such file: {path}")
-        if Path(path).stat().st_size == 0:
-            raise BadInput("empty", "zero-byte file")
         plans: dict[int, Any] = {}
 
         def planner(info: VideoInfo) -> list[int]:
@@ -94,7 +91,8 @@ class VideoSource(Source):
             plans["clips"] = clips
             return frames_needed(clips)
 
-        info, frames = self.decoder.decode(path, planner)
+        with local_copy(path, int(o.max_stage_mb * (1 << 20))) as local:  # remote: a temporary copy
+            info, frames = self.decoder.decode(local, planner)
         clips = plans["clips"]
         return Item(
             item_id=item_id, source=self.ctx.dataset, images=frames, label=label or None,

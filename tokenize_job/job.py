@@ -21,6 +21,7 @@ import numpy as np
 
 from uvd import codec
 from uvd.audit import AuditLog
+from uvd.dedup import build_root, duplicates_of
 from uvd.errors import BadInput
 from uvd.layout import manifest as manifest_url
 from uvd.layout import stats_file
@@ -141,6 +142,7 @@ def tokenize_unit(encoder: Any, describe: dict[str, Any], u: TokenUnit, root: st
             images += n
         pending.clear()
 
+    dropped = duplicates_of(build_root(u.sentences))
     try:
         pf = open_parquet(u.sentences)
         for rg in range(pf.num_row_groups):
@@ -149,6 +151,9 @@ def tokenize_unit(encoder: Any, describe: dict[str, Any], u: TokenUnit, root: st
             seconds["read"] += time.perf_counter() - t
             for row in rows:
                 audit.seen(row["sentence_id"])
+                if row["sentence_id"] in dropped:  # same content as a kept sentence: not tokenized again
+                    audit.fail(Failed(row["sentence_id"], f"duplicate: of {dropped[row['sentence_id']]} (same content)"))
+                    continue
                 t = time.perf_counter()
                 try:
                     imgs = _decode_sentence(row["images"], resolution)

@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from uvd import storage
+from uvd.dedup import build_root, dropped_ids
 from uvd.layout import stats_file
+from uvd.schema import read_metadata
 from uvd.shards import open_parquet
 from uvd.storage import fs_and_path
 
@@ -128,18 +131,33 @@ def build_index(roots: list[str], by: str | None, piece_rows: int) -> TokenIndex
         with open_parquet(url) as pf:
             if "tokens" not in pf.schema_arrow.names:
                 raise ValueError(f"{url}: not a token shard (no `tokens` column)")
+            skip = dropped_ids(build_root(read_metadata(pf.schema_arrow).get("sentences", "")))
             for rg in range(pf.num_row_groups):
                 n = pf.metadata.row_group(rg).num_rows
                 h.update(json.dumps([url, rg, n]).encode())
+                kept = _not_dropped(pf, rg, skip)  # content duplicates in <build>/dedup are never streamed
+                if kept is not None:
+                    h.update(json.dumps(kept.tolist()).encode())
                 if by is None:
-                    _add(index, "all", si, rg, None, n, piece_rows)
+                    _add(index, "all", si, rg, kept, n, piece_rows)
                     continue
                 names, codes = _group_keys(pf.read_row_group(rg, columns=["source", "task"], use_threads=False), by)
                 for code in np.unique(codes):
                     rows = np.flatnonzero(codes == code)
-                    _add(index, names[int(code)], si, rg, rows, n, piece_rows)
+                    _add(index, names[int(code)], si, rg, rows if kept is None else np.intersect1d(rows, kept), n,
+                         piece_rows)
     index.fingerprint = h.hexdigest()[:16]
     return index
+
+
+def _not_dropped(pf: pq.ParquetFile, rg: int, skip: set[str]) -> np.ndarray | None:
+    """Row numbers of row group `rg` whose sentence is not dropped; None when none is."""
+    if not skip:
+        return None
+    ids = pf.read_row_group(rg, columns=["sentence_id"], use_threads=False).column("sentence_id").to_pylist()
+    if not skip.intersection(ids):
+        return None
+    return np.array([i for i, sid in enumerate(ids) if sid not in skip], dtype=np.int64)
 
 
 def _add(index: TokenIndex, group: str, shard: int, rg: int, rows: np.ndarray | None, n: int, piece_rows: int) -> None:

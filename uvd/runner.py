@@ -10,6 +10,7 @@ from typing import Any
 
 from uvd import registry
 from uvd.config import BuildConfig
+from uvd.dedup import write_content_table
 from uvd.manifest import write_manifest
 from uvd.plan import PlannedUnit, committed, plan_units
 from uvd.progress import Progress, progress
@@ -146,6 +147,8 @@ def build(cfg: BuildConfig, out: str | None = None, workers: int | None = None, 
     out = (out or cfg.out).rstrip("/")
     workers = cfg.run.workers if workers is None else workers
     t0 = time.perf_counter()
+    if use_ray:  # planning may itself run on Ray (the build-wide LAION dedup pass)
+        init_ray(workers)
     planned = plan_units(cfg)
     pending = [u for u in planned if not committed(cfg, out, u)]
     summary = Summary(units=len(planned), skipped=len(planned) - len(pending))
@@ -158,5 +161,6 @@ def build(cfg: BuildConfig, out: str | None = None, workers: int | None = None, 
             else:
                 _run_inline(cfg, out, pending, summary, bar)
     summary.seconds = time.perf_counter() - t0
+    write_content_table(out, changed=bool(pending))
     write_manifest(cfg, out, planned, summary.failed_units)
     return summary

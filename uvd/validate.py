@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from uvd import codec
+from uvd import codec, dedup
 from uvd.layout import manifest as manifest_url
 from uvd.schema import AUDIT_SCHEMA, SENTENCE_SCHEMA
 from uvd.shards import iter_rows, open_parquet, read_table
@@ -85,6 +85,7 @@ def validate(out: str, decode_images: bool = True) -> list[str]:
     for u in manifest["units"]:
         if u["status"] == "done" and u["inputs"] != u["ok"] + u["failed"]:
             problems.append(f"unit {u['dataset']}/{u['unit']}: inputs {u['inputs']} != ok + failed")
+    problems += dedup.check(out, seen_ids)  # the content dedup table names sentences of this build
     for kind in ("sentences", "audit"):
         for url in glob(out, f"{kind}/*/part-*"):
             rel = url[len(out) + 1:] if url.startswith(out) else url.split(f"/{kind}/", 1)[-1]
