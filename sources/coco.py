@@ -35,7 +35,6 @@ import functools
 import json
 import math
 import posixpath
-from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import numpy as np
@@ -119,7 +118,7 @@ class CocoIndex:
             self.by_image.setdefault(iid, []).append(anns[key])
 
 
-def read_json(path: str | Path, who: str) -> Any:
+def read_json(path: str, who: str) -> Any:
     """A JSON annotation file; ConfigError (naming the source `who`) when unreadable or malformed."""
     try:
         fs, p = fs_and_path(path)

@@ -11,23 +11,24 @@ One Item per image, with every person of that image, in the contract of COCO ann
 "keypoints": (16, 3) x, y, v, "keypoint_format": "mpii"}]. MMPose's joints are 0-based pixels;
 MPII marks an unlabelled joint (-1, -1) with `joints_vis` 0. A person whose joints are not
 16 finite pairs, a visibility not 0/1, or a labelled joint outside the photo fails its image
-(`bad_annotation`); a missing photo fails as `io`.
+(`bad_annotation`); a missing photo fails as `io` naming its URL. Paths may be fsspec URLs.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 from pydantic import model_validator
 
 from sources.coco import read_json
+from sources.remote import read_bytes
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput, ConfigError
 from uvd.image import header_size
 from uvd.keypoint_formats import NUM_KEYPOINTS
 from uvd.records import Failed, Item
+from uvd.storage import join
 
 K = NUM_KEYPOINTS["mpii"]
 
@@ -94,11 +95,7 @@ class MpiiSource(Source):
             yield Failed(pseudo_id, reason)
         for name, ids in payload["images"]:
             try:
-                data = (Path(self.options.images_dir) / name).read_bytes()
-            except OSError as err:
-                yield Failed(name, f"io: {name}: {err.strerror or err}")
-                continue
-            try:
+                data = read_bytes(join(self.options.images_dir, name))
                 width, height = header_size(data)
                 objects = [parse_person(people[i], i, width, height) for i in ids]
             except BadInput as err:

@@ -16,25 +16,30 @@ clips of `frames_per_sentence` labelled frames are planned like `video` clips
 files are read. The Item follows uvd/annotations.py: `images` = frame bytes,
 `keypoints_per_frame` = per frame a (P, K, 3) array (P = 0 for a labelled frame without
 people), `keypoint_format`, `width`/`height`, `clips`, `frame_indices`, `frame_names`. The
-`interleaved` and `grouped` builders draw the skeletons. A malformed person (wrong count,
+`interleaved` and `grouped` builders draw the skeletons. `root` and `annotations` may be fsspec
+URLs (s3://, memory://, local): the JSON and frames are read as bytes; a missing frame fails its
+video as `io` naming its URL. A malformed person (wrong count,
 non-finite, visibility not 0/1/2) fails its video (`bad_annotation: ...`); a point past the
 frame (PoseTrack labels head tops that leave it) counts as unlabelled.
 """
 from __future__ import annotations
 
-from pathlib import Path
+import posixpath
 from typing import Any, Iterator
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from sources.coco import read_json
+from sources.listing import is_dir, list_files
+from sources.remote import read_bytes
 from sources.video_plan import ShortPolicy, check_sentence_length, clip_notes, frames_needed, plan_clips
 from uvd.api import BuildContext, Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput, ConfigError
 from uvd.keypoint_formats import NUM_KEYPOINTS, FormatOption, detect_format
 from uvd.records import Failed, Item
+from uvd.storage import join
 
 
 class PoseVideoOptions(Strict):
@@ -54,15 +59,17 @@ class PoseVideoOptions(Strict):
         return self
 
 
-def _files(path: str) -> list[Path]:
-    p = Path(path)
-    files = sorted(p.glob("*.json")) if p.is_dir() else [p]
+def _files(path: str) -> list[str]:
+    """The annotation files: `path` itself, or the .json files directly in that folder (URLs of its store)."""
+    if not is_dir(path):
+        return [path]
+    files = [url for rel, url in list_files(path, [".json"]) if "/" not in rel]
     if not files:
         raise ConfigError(f"pose_video: no JSON file in {path}")
     return files
 
 
-def _load(path: Path) -> dict[str, Any]:
+def _load(path: str) -> dict[str, Any]:
     data = read_json(path, "pose_video")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ConfigError(f"pose_video: {path} has no `images` list: not a PoseTrack18/COCO-style file")
@@ -73,7 +80,7 @@ def _video_of(img: dict[str, Any]) -> str:
     """The video an image belongs to: its `vid_id`, else its file's folder."""
     if img.get("vid_id") is not None:
         return str(img["vid_id"])
-    return str(Path(str(img.get("file_name", ""))).parent)
+    return posixpath.dirname(posixpath.normpath(str(img.get("file_name", "")))) or "."
 
 
 class PoseVideoSource(Source):
@@ -89,14 +96,16 @@ class PoseVideoSource(Source):
         for f in _files(self.options.annotations):
             for img in _load(f)["images"]:
                 if isinstance(img, dict):
-                    rows.setdefault(_video_of(img), str(f))
+                    rows.setdefault(_video_of(img), f)
         return [{"videos": part} for part in chunk([[v, rows[v]] for v in sorted(rows)], items_per_unit)]
 
     def read(self, payload: dict[str, Any]) -> Iterator[Item | Failed]:
         cache: dict[str, dict[str, Any]] = {}
         for video, path in payload["videos"]:
             try:
-                data = cache.setdefault(path, _load(Path(path)))
+                if path not in cache:
+                    cache[path] = _load(path)
+                data = cache[path]
                 yield self.read_one(video, data)
             except ConfigError as err:
                 yield Failed(video, f"bad_json: {err}")
@@ -133,10 +142,7 @@ class PoseVideoSource(Source):
         width, height = int(frames[0].get("width") or 0), int(frames[0].get("height") or 0)
         for i in needed:
             img = frames[i]
-            try:
-                images.append((Path(o.root) / img["file_name"]).read_bytes())
-            except OSError as err:
-                raise BadInput("io", f"{img['file_name']}: {err.strerror or err}") from None
+            images.append(read_bytes(join(o.root, img["file_name"])))  # BadInput("io", "<url>: ...")
             keypoints.append(self._people(people.get(img.get("id"), []), k, fmt, img, width, height))
         return Item(
             item_id=video, source=self.ctx.dataset, images=images,

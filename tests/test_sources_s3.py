@@ -117,6 +117,19 @@ def make_inputs(tmp: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
             im.save(d / "Annotations" / video / f"{f:05d}.png")
     made["annotated_video"] = (d, {"source": "annotated_video", "source_args": {"root": "{root}", "frames_per_sentence": 2},
                                    "builder": "interleaved"})
+
+    pose = SAMPLES / "pose"
+    made["mpii"] = (pose / "mpii", {"source": "mpii", "source_args": {"annotations": "{root}/test_mpii.json",
+                                                                      "images_dir": "{root}"},
+                                    "builder": "pairs", "builder_args": {"task": "pose", "pairs": 1, "min_pairs": 1}})
+    video_pose = {"builder": "interleaved", "builder_args": {"task": "video_pose"}}
+    made["pose_video"] = (pose / "posetrack18", {  # a folder of per-video JSON files
+        "source": "pose_video", **video_pose,
+        "source_args": {"root": "{root}", "annotations": "{root}/annotations/val", "frames_per_sentence": 1}})
+    made["pose_video_merged"] = (pose / "posetrack18", {  # MMPose's one file holding every video
+        "source": "pose_video", **video_pose,
+        "source_args": {"root": "{root}", "annotations": "{root}/annotations/test_posetrack18_val.json",
+                        "frames_per_sentence": 1}})
     return made
 
 
@@ -136,7 +149,7 @@ def inputs(tmp_path_factory) -> dict[str, tuple[Path, dict[str, Any]]]:
 
 
 @pytest.mark.parametrize("name", ["image_folder", "paired", "segmentation", "depth", "coco", "video", "objaverse",
-                                  "annotated_video"])
+                                  "annotated_video", "mpii", "pose_video", "pose_video_merged"])
 def test_source_on_s3_gives_the_same_sentences_as_a_local_copy(name, inputs, s3, tmp_path):
     import tempfile
 
@@ -175,6 +188,21 @@ def test_missing_remote_object_is_an_io_failure_naming_its_url(inputs, s3, tmp_p
     assert sum(a["status"] == "ok" for a in audit.values()) == len(audit) - 1
 
 
+@pytest.mark.parametrize("name, photo, item", [
+    ("mpii", "005808361.jpg", "005808361.jpg"),
+    ("pose_video", "images/val/009473_mpii_test/000000.jpg", "009473"),
+])
+def test_missing_remote_photo_of_a_pose_source_is_an_io_failure_naming_its_url(name, photo, item, inputs, s3,
+                                                                               tmp_path):
+    local, dataset = inputs[name]
+    url = upload(s3, local, f"in/{name}-gone")
+    s3.rm(f"{url}/{photo}")
+    _, audit, _ = build_dataset(tmp_path, {"name": name, **_fill(dataset, url)})
+    assert audit[item]["status"] == "failed" and audit[item]["reason"] == "io"
+    assert f"{url}/{photo}" in audit[item]["error"]
+    assert sum(a["status"] == "ok" for a in audit.values()) == len(audit) - 1 >= 2
+
+
 def test_remote_side_file_missing_fails_the_mesh_and_big_videos_are_not_staged(inputs, s3, tmp_path):
     local, dataset = inputs["objaverse"]
     url = upload(s3, local, "in/objects-broken")
@@ -195,7 +223,7 @@ def test_remote_side_file_missing_fails_the_mesh_and_big_videos_are_not_staged(i
     assert "staging cap" in audit["pancake/flipping_a_pancake.mkv"]["error"]
 
 
-@pytest.mark.parametrize("name", ["image_folder", "depth"])
+@pytest.mark.parametrize("name", ["image_folder", "depth", "mpii", "pose_video"])
 def test_memory_urls_work_too(name, inputs, tmp_path):
     import fsspec
 
