@@ -1,8 +1,8 @@
 """The video path as a user runs it: `uvd build` (CLI, Ray, all cores) on folders of real clips,
 against two per-clip baselines run on all cores too, with the same machine-wide accounting.
 
-    python benchmarks/bench_video.py                          # 24 real clips + one 2-min 1080p clip
-    python benchmarks/bench_video.py --copies 24 --long-minutes 3 --repeat 2
+    python benchmarks/bench_video.py                          # 120 real clips + one 2-min 1080p clip
+    python benchmarks/bench_video.py --copies 240 --long-minutes 3 --repeat 2
 
 Sets:
   short  `--copies` copies of the real bundled clip (sample_data/video/flipping_a_pancake.mkv,
@@ -20,8 +20,9 @@ Methods (each in a fresh process; frames normalised to 256×256 and encoded JPEG
   decord  decord VideoReader(num_threads=1).get_batch(clip indices), one call per clip.
 The baselines decode exactly the frames uvd's shards hold (read from their meta) and run in a
 process pool of one process per core. Wall time from process start to exit; CPU is machine-wide
-busy CPU-seconds from /proc/stat (Ray's daemons count). Ratios: uvd over each baseline in
-frames per busy CPU-second and in wall time.
+busy CPU-seconds from /proc/stat (Ray's daemons count), and as a cross-check on a shared
+machine each method's own process tree (benchmarks/cpu_meter.py TreeCPU). Ratios: uvd over
+each baseline in frames per busy CPU-second and in wall time.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_meter import Meter, load_average  # noqa: E402
+from cpu_meter import load_average, run_measured  # noqa: E402
 from photo_corpus import CACHE, ROOT  # noqa: E402
 
 PANCAKE = ROOT / "sample_data" / "video" / "flipping_a_pancake.mkv"
@@ -114,9 +115,7 @@ def run_uvd(folder: Path, out: Path) -> dict:
         {"name": "video", "source": "video", "builder": "video", "items_per_unit": per_unit,
          "source_args": {"root": str(folder), "labels": False}}]}))
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    with Meter() as m:
-        proc = subprocess.run([sys.executable, "-m", "uvd", "build", str(cfg)], capture_output=True, text=True,
-                              cwd=ROOT, env=env)
+    proc, span = run_measured([sys.executable, "-m", "uvd", "build", str(cfg)], cwd=ROOT, env=env)
     if proc.returncode:
         raise RuntimeError(f"uvd build failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     import pyarrow.parquet as pq
@@ -128,20 +127,18 @@ def run_uvd(folder: Path, out: Path) -> dict:
             meta = json.loads(meta)
             clips[str(folder / meta["item_id"])].append(meta["frame_indices"])
             frames += n
-    return {"name": "uvd build (Ray, all cores)", "frames": frames, "span": m.span, "jobs": sorted(clips.items())}
+    return {"name": "uvd build (Ray, all cores)", "frames": frames, "span": span, "jobs": sorted(clips.items())}
 
 
 def run_baseline(method: str, jobs: list, processes: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    with Meter() as m:
-        proc = subprocess.run([sys.executable, "-c", BASELINE, json.dumps(
-            {"method": method, "jobs": jobs, "processes": processes})], capture_output=True, text=True, cwd=ROOT,
-            env=env)
+    proc, span = run_measured([sys.executable, "-c", BASELINE, json.dumps(
+        {"method": method, "jobs": jobs, "processes": processes})], cwd=ROOT, env=env)
     result = next((json.loads(x[7:]) for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if proc.returncode or result is None:
         raise RuntimeError(f"{method} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
     names = {"naive": "naive OpenCV, from frame 0 per clip", "decord": "decord get_batch per clip"}
-    return {"name": f"{names[method]} ({processes} processes)", "frames": result["frames"], "span": m.span}
+    return {"name": f"{names[method]} ({processes} processes)", "frames": result["frames"], "span": span}
 
 
 def measure(label: str, folder: Path, work: Path, repeat: int, processes: int) -> None:
@@ -155,24 +152,26 @@ def measure(label: str, folder: Path, work: Path, repeat: int, processes: int) -
               flush=True)
     best = {k: min(v, key=lambda x: x["span"].wall_s) for k, v in runs.items()}
     print(f"\n{label}: best of {repeat}; load average now {load_average():.1f}")
-    print("| run | frames | wall s | machine busy CPU-s | frames/s | frames / busy CPU-s |")
-    print("|---|---|---|---|---|---|")
+    print("| run | frames | wall s | machine busy CPU-s | frames/s | frames / busy CPU-s | tree CPU-s "
+          "| frames / tree CPU-s |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in best.values():
         s = r["span"]
         print(f"| {r['name']} | {r['frames']} | {s.wall_s:.1f} | {s.busy_cpu_s:.1f} | {r['frames'] / s.wall_s:.0f} | "
-              f"{s.per_busy(r['frames']):.0f} |")
+              f"{s.per_busy(r['frames']):.0f} | {s.tree_cpu_s:.1f} | {r['frames'] / s.tree_cpu_s:.0f} |")
     u = best["uvd"]
     for k in ("naive", "decord"):
         b = best[k]
         print(f"ratio uvd / {k}: frames per busy CPU-s "
               f"{u['span'].per_busy(u['frames']) / b['span'].per_busy(b['frames']):.2f}×, "
-              f"wall {b['span'].wall_s / u['span'].wall_s:.2f}×")
+              f"wall {b['span'].wall_s / u['span'].wall_s:.2f}× "
+              f"(per process-tree CPU-s {(u['frames'] / u['span'].tree_cpu_s) / (b['frames'] / b['span'].tree_cpu_s):.2f}×)")
     print()
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--copies", type=int, default=24, help="copies of the real clip in the short set (0 = skip)")
+    p.add_argument("--copies", type=int, default=120, help="copies of the real clip in the short set (0 = skip)")
     p.add_argument("--long-minutes", type=float, default=2.0, help="length of the 1080p clip (0 = skip)")
     p.add_argument("--repeat", type=int, default=1, help="runs of each method, alternated; the best wall counts")
     p.add_argument("--processes", type=int, default=os.cpu_count(), help="processes of each baseline")
