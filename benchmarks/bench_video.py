@@ -1,15 +1,16 @@
 """The video path as a user runs it: `uvd build` (CLI, Ray, all cores) on folders of real clips,
 against two per-clip baselines run on all cores too, with the same machine-wide accounting.
 
-    python benchmarks/bench_video.py                          # 120 real clips + one 2-min 1080p clip
+    python benchmarks/bench_video.py                          # 120 real clips + 4 × a 2-min 1080p clip
     python benchmarks/bench_video.py --copies 240 --long-minutes 3 --repeat 2
 
 Sets:
   short  `--copies` copies of the real bundled clip (sample_data/video/flipping_a_pancake.mkv,
          H.264 426×240, 310 frames at 30 fps, keyframes every 150 frames).
-  long   one 1080p H.264 of `--long-minutes` minutes made from the same real clip (looped,
-         upscaled to 1920×1080, x264 veryfast CRF 23, keyframe every 250 frames) with ffmpeg
-         (Debian's, apt-get installed when missing); made once and cached in .bench-cache/.
+  long   `--long-copies` links (other names: other clip starts) to one 1080p H.264 of
+         `--long-minutes` minutes made from the same real clip (looped, upscaled to
+         1920×1080, x264 veryfast CRF 23, keyframe every 250 frames) with ffmpeg (Debian's,
+         apt-get installed when missing); made once and cached in .bench-cache/.
 
 Methods (each in a fresh process; frames normalised to 256×256 and encoded JPEG q95 alike):
   uvd     `uvd build CONFIG`: source `video` + builder `video` (16-frame clips at strides
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--copies", type=int, default=120, help="copies of the real clip in the short set (0 = skip)")
     p.add_argument("--long-minutes", type=float, default=2.0, help="length of the 1080p clip (0 = skip)")
+    p.add_argument("--long-copies", type=int, default=4, help="links to the 1080p clip in the long set")
     p.add_argument("--repeat", type=int, default=1, help="runs of each method, alternated; the best wall counts")
     p.add_argument("--processes", type=int, default=os.cpu_count(), help="processes of each baseline")
     args = p.parse_args(argv)
@@ -191,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"long clip {clip.name}: {clip.stat().st_size / 1e6:.0f} MB (ready in {time.perf_counter() - t:.0f} s)")
             long_dir = work / "long"
             long_dir.mkdir()
-            os.symlink(clip, long_dir / clip.name)
-            measure(f"long: 1080p H.264, {args.long_minutes:g} min", long_dir, work, args.repeat, args.processes)
+            for i in range(args.long_copies):  # other names, other clip starts: one decode each
+                os.symlink(clip, long_dir / f"long{i:02d}.mp4")
+            measure(f"long: {args.long_copies} × 1080p H.264, {args.long_minutes:g} min", long_dir, work, args.repeat,
+                    args.processes)
     return 0
 
 
