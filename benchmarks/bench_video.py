@@ -108,13 +108,13 @@ def long_clip(minutes: float) -> Path:
     return out
 
 
-def run_uvd(folder: Path, out: Path) -> dict:
+def run_uvd(folder: Path, out: Path, backend: str = "auto") -> dict:
     cfg = out.parent / f"{out.name}.json"
     videos = sum(1 for _ in folder.iterdir())
     per_unit = -(-videos // (os.cpu_count() or 1))  # one unit per core: all cores busy, one decoder start each
     cfg.write_text(json.dumps({"out": str(out), "datasets": [
         {"name": "video", "source": "video", "builder": "video", "items_per_unit": per_unit,
-         "source_args": {"root": str(folder), "labels": False}}]}))
+         "source_args": {"root": str(folder), "labels": False, "backend": backend}}]}))
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc, span = run_measured([sys.executable, "-m", "uvd", "build", str(cfg)], cwd=ROOT, env=env)
     if proc.returncode:
@@ -142,10 +142,10 @@ def run_baseline(method: str, jobs: list, processes: int) -> dict:
     return {"name": f"{names[method]} ({processes} processes)", "frames": result["frames"], "span": span}
 
 
-def measure(label: str, folder: Path, work: Path, repeat: int, processes: int) -> None:
+def measure(label: str, folder: Path, work: Path, repeat: int, processes: int, backend: str) -> None:
     runs: dict[str, list[dict]] = defaultdict(list)
     for r in range(repeat):  # alternated: the machine's load drifts
-        u = run_uvd(folder, work / f"{label}-uvd{r}")
+        u = run_uvd(folder, work / f"{label}-uvd{r}", backend)
         runs["uvd"].append(u)
         for method in ("naive", "decord"):
             runs[method].append(run_baseline(method, u["jobs"], processes))
@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--long-copies", type=int, default=4, help="links to the 1080p clip in the long set")
     p.add_argument("--repeat", type=int, default=1, help="runs of each method, alternated; the best wall counts")
     p.add_argument("--processes", type=int, default=os.cpu_count(), help="processes of each baseline")
+    p.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav"], help="the video source's backend")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_video_") as tmp:
         work = Path(tmp)
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.copies):
                 shutil.copy(PANCAKE, short / f"real{i:03d}.mkv")
             measure(f"short: {args.copies} × real clip 426×240, 310 frames", short, work, args.repeat,
-                    args.processes)
+                    args.processes, args.backend)
         if args.long_minutes:
             t = time.perf_counter()
             clip = long_clip(args.long_minutes)
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.long_copies):  # other names, other clip starts: one decode each
                 os.symlink(clip, long_dir / f"long{i:02d}.mp4")
             measure(f"long: {args.long_copies} × 1080p H.264, {args.long_minutes:g} min", long_dir, work, args.repeat,
-                    args.processes)
+                    args.processes, args.backend)
     return 0
 
 
