@@ -28,7 +28,7 @@ from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from pydantic import Field
 
@@ -36,6 +36,9 @@ from uvd.config import Strict
 from uvd.errors import BadInput
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Web URLs hold spaces and non-ASCII paths (LAION has many): percent-encoded (UTF-8) as browsers
+# do, keeping RFC 3986's reserved characters and the escapes already there.
+PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 OCTET_STREAM = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 
 
@@ -354,12 +357,18 @@ class Downloader:
         current = url
         for hop in range(self.o.max_redirects + 1):
             scheme, host = check_url(current)
+            if not host.isascii():
+                try:  # an internationalised name must have an ASCII form to be looked up and sent
+                    host.encode("idna")
+                except UnicodeError as err:
+                    raise FetchError("url", f"host name cannot be encoded ({err})") from None
             parts = urlsplit(current)
             try:
                 port = parts.port or (443 if scheme == "https" else 80)
             except ValueError as err:
                 raise FetchError("url", str(err)) from None
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            target = quote(parts.path or "/", safe=PATH_SAFE) + (
+                "?" + quote(parts.query, safe=PATH_SAFE + "?") if parts.query else "")
             with self._slot(host.lower()):
                 resp, conn = self._request(scheme, host, port, target)
                 try:

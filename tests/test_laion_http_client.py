@@ -21,6 +21,7 @@ class RawServer:
 
     def __init__(self, reply) -> None:
         self.reply, self.requests, self.connections = reply, 0, 0
+        self.lines: list[bytes] = []  # request lines, as sent
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
@@ -42,7 +43,8 @@ class RawServer:
                         buf += data
                     if b"\r\n\r\n" not in buf:
                         break
-                    buf = buf.split(b"\r\n\r\n", 1)[1]
+                    head, buf = buf.split(b"\r\n\r\n", 1)
+                    self.lines.append(head.split(b"\r\n", 1)[0])
                     self.requests += 1
                     raw, close = self.reply(self.requests)
                     conn.sendall(raw)
@@ -113,3 +115,21 @@ def test_status_line_garbage_is_a_protocol_error_and_relative_redirects_are_foll
         fetched = dl.fetch(srv.url())
     srv.close()
     assert fetched.data == BODY and fetched.url == srv.url("/b.jpg?x=1")
+
+
+def test_spaces_and_non_ascii_in_urls_are_percent_encoded_as_browsers_do():
+    srv = RawServer(lambda n: (image_response(), False))
+    with Downloader(DownloadOptions(**FAST_DOWNLOAD)) as dl:
+        fetched = dl.fetch(srv.url("/my photos/été.jpg?size=big&name=a b#frag"))
+        assert dl.fetch(srv.url("/already%20escaped.jpg")).data == BODY
+    srv.close()
+    assert fetched.data == BODY
+    assert srv.lines == [b"GET /my%20photos/%C3%A9t%C3%A9.jpg?size=big&name=a%20b HTTP/1.1",
+                         b"GET /already%20escaped.jpg HTTP/1.1"]
+
+
+def test_a_host_name_without_an_ascii_form_is_a_url_error():
+    with Downloader(DownloadOptions(**FAST_DOWNLOAD)) as dl:
+        with pytest.raises(FetchError) as err:
+            dl.fetch("http://" + "é" * 70 + ".example/a.jpg")  # a label over 63 characters
+    assert err.value.kind == "url" and "cannot be encoded" in str(err.value)
