@@ -104,8 +104,14 @@ def test_pyav_seeks_once_per_run_of_wanted_frames_and_returns_them_in_request_or
 
     path = str(write_video(tmp_path / "v.mp4", 400))
     reader = _PyAVReader(path, 1)
-    wanted = [330, 5, 10, 15, 150, 160, 170, 380, 10]  # three runs, unsorted, one frame twice
-    assert reader._runs(wanted) == [[5, 10, 15], [150, 160, 170], [330, 380]]
+    assert reader.keyframes == [0, 250]  # the encoder's default interval
+    reader.keyframes = [0, 100, 200, 300]  # as if it had put more
+    wanted = [330, 5, 10, 15, 150, 160, 170, 380, 10, 230]  # unsorted, one frame twice
+    # 15 → 150 and 230 → 330: far apart with a keyframe between, split; 170 → 230: close, kept
+    assert reader._runs(wanted) == [[5, 10, 15], [150, 160, 170, 230], [330, 380]]
+    reader.keyframes = [0, 250]  # 15 → 150: no keyframe between, a seek would go back to 0
+    assert reader._runs(wanted) == [[5, 10, 15, 150, 160, 170, 230], [330, 380]]
+    reader.keyframes = [0, 100, 200, 300]
     seeks: list[int] = []
     import av
 
