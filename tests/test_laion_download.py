@@ -81,7 +81,7 @@ def test_private_and_loopback_addresses_are_refused_before_any_connection(server
     contacted: list[str] = []
     real = socket.create_connection
 
-    def spy(address, *args, **kwargs):  # every TCP connection httpx opens goes through here
+    def spy(address, *args, **kwargs):  # every TCP connection the downloader opens goes through here
         contacted.append(address[0])
         return real(address, *args, **kwargs)
 

@@ -99,6 +99,48 @@ def test_pyav_seeks_to_the_right_frames(tmp_path: Path, name: str, codec: str) -
     assert [read_index(f) for f in reader.read([3, 70, 250], ImageSpec())] == [3, 70, 250]
 
 
+def test_pyav_seeks_once_per_run_of_wanted_frames_and_returns_them_in_request_order(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    from sources.video_decode import _PyAVReader
+
+    path = str(write_video(tmp_path / "v.mp4", 400))
+    reader = _PyAVReader(path, 1)
+    assert reader.keyframes == [0, 250]  # the encoder's default interval
+    reader.keyframes = [0, 100, 200, 300]  # as if it had put more
+    wanted = [330, 5, 10, 15, 150, 160, 170, 380, 10, 230]  # unsorted, one frame twice
+    # 15 → 150 and 230 → 330: far apart with a keyframe between, split; 170 → 230: close, kept
+    assert reader._runs(wanted) == [[5, 10, 15], [150, 160, 170, 230], [330, 380]]
+    reader.keyframes = [0, 250]  # 15 → 150: no keyframe between, a seek would go back to 0
+    assert reader._runs(wanted) == [[5, 10, 15, 150, 160, 170, 230], [330, 380]]
+    reader.keyframes = [0, 100, 200, 300]
+    seeks: list[int] = []
+    import av
+
+    real_open = av.open
+
+    class Counting:  # the container, with its seeks counted (its attributes are read-only)
+        def __init__(self, c) -> None:
+            self.c = c
+
+        def __getattr__(self, name):
+            return getattr(self.c, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.c.__exit__(*exc)
+
+        def seek(self, *a, **k):
+            seeks.append(a[0])
+            return self.c.seek(*a, **k)
+
+    monkeypatch.setattr(av, "open", lambda *a, **k: Counting(real_open(*a, **k)))
+    frames = reader.read(wanted, ImageSpec())
+    assert [read_index(f) for f in frames] == wanted
+    assert len(seeks) == 3
+
+
 def test_a_stream_that_ends_early_is_planned_again_on_what_it_holds(tmp_path: Path) -> None:
     from tests.support.video_files import write_overreporting_mp4
 
