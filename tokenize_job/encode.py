@@ -143,8 +143,9 @@ class BatchEncoder:
 
 
 def encode_images(model: VQGAN, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """uint8 [N,H,W,3] RGB → uint16 [N, (H/16)²] codes in raster order."""
-    return BatchEncoder(model, batch_size=batch_size).encode(images)
+    """uint8 [N,H,W,3] RGB → uint16 [N, (H/16)²] codes in raster order. A one-off call: not compiled
+    (compilation pays only over many batches: keep a BatchEncoder for that)."""
+    return BatchEncoder(model, batch_size=batch_size, compile=False).encode(images)
 
 
 def decode_codes(model: VQGAN, codes: np.ndarray, batch_size: int = 16) -> np.ndarray:
