@@ -27,9 +27,25 @@ def test_gpu_suite_smoke_writes_every_part(tmp_path: Path) -> None:
     rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and not line.startswith("| part")]
     parts = [r[0].strip("| ") for r in rows]
     assert not [r for r in rows if r[1] in ("error", "skipped")], table
-    assert parts.count("a") == 4 and parts.count("b") == 1 and parts.count("c") == 2 and parts.count("d") == 1, table
+    assert parts.count("a") == 7 and parts.count("b") == 1 and parts.count("c") == 2 and parts.count("d") == 1, table
     assert "images/s" in table and "% of peak" in table and "token agreement" in table
     assert "cudnn.benchmark on" in table
+    # the encoder's GPU path eager and compiled, and the layouts, are measured side by side
+    assert "bf16 weights, contiguous, compiled" in table and "bf16 weights, contiguous, eager" in table
+    assert "channels-last" in table
     assert "(Ray unavailable)" in table  # part b says how it ran
     assert "tokens/s; MFU" in table and "torch.compile on" in table and "torch.compile off" in table
     assert "async save blocks" in table
+
+
+def test_vqgan_variants_smoke_measures_every_variant(tmp_path: Path) -> None:
+    out = tmp_path / "variants.md"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_vqgan_variants.py", "--smoke", "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith("| ") and "| batch |" not in line]
+    assert len(rows) == 8, rows  # 2 precisions × 2 layouts × eager/compiled
+    assert {r[0].strip("| ") for r in rows} >= {"bf16 weights, contiguous, compiled", "autocast bf16, channels-last, eager"}
+    errors = [float(r[4]) for r in rows]  # latent error vs fp32: bf16 is close, not exact
+    assert all(0.0 < e < 10.0 for e in errors), errors

@@ -146,3 +146,37 @@ def test_fast_path_agrees_with_fp32_reference() -> None:
     assert fast.shape == ref.shape == (6, 256)
     assert (fast == ref).mean() >= 0.99
     assert int(fast.max()) < model.config.num_embeddings
+
+
+def test_gpu_path_options_run_on_cpu_and_leave_the_model_fp32(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from torch._dynamo import register_backend
+
+    torch.manual_seed(0)
+    model = VQGAN(small_config()).eval()
+    images = real_images(11, 64)
+    ref = BatchEncoder(model, batch_size=1, reference=True).encode(images)
+    cpu = BatchEncoder(model, batch_size=8)  # the CPU path is unchanged: fp32, channels-last, eager
+    assert (cpu.precision, cpu.channels_last, cpu.compiled) == ("fp32", True, False)
+    # bf16 weights: a bf16 copy of the encoder runs; the model (decoder, codebook) stays fp32
+    bf16 = BatchEncoder(model, batch_size=8, precision="bf16", channels_last=False)
+    assert next(bf16.net.parameters()).dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert (bf16.encode(images) == ref).mean() >= 0.9
+    # compiled (dynamo tracing; the "eager" backend builds no kernels): ragged batches (8 + 3, the 3
+    # padded to a bucket of 8) give exactly the eager codes
+    compiled = BatchEncoder(model, batch_size=8, channels_last=False, compile="eager")
+    assert compiled.compiled and np.array_equal(compiled.encode(images), ref)
+
+    @register_backend
+    def uvd_failing_backend(gm, example_inputs):  # noqa: ANN001, ANN202, ARG001
+        raise RuntimeError("no compiler here")
+
+    failing = BatchEncoder(model, batch_size=8, channels_last=False, compile="uvd_failing_backend")
+    torch._dynamo.reset()
+    with caplog.at_level(logging.WARNING, logger="tokenize_job.encode"):
+        assert np.array_equal(failing.encode(images), ref)  # fell back to eager, same codes
+    assert not failing.compiled and "torch.compile failed" in caplog.text
+    with pytest.raises(ValueError, match="precision"):
+        BatchEncoder(model, precision="fp16")

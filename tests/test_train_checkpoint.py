@@ -97,3 +97,22 @@ def test_a_run_with_old_single_file_checkpoints_is_refused_not_restarted(tokens_
     with pytest.raises(ValueError, match="earlier version"):
         train(Config.model_validate(config(tokens_dir, out)))
     assert not (out / "log.jsonl").exists()
+
+
+def test_async_saves_reuse_one_staging_copy_and_write_each_steps_values(tmp_path: Path) -> None:
+    out = str(tmp_path / "run")
+    ck = checkpoint.Checkpointer(out, keep=3, async_save=True)
+    w = {"w": torch.ones(4096), "m": torch.zeros(64, 64)}
+    ck.save(1, w, {"step": 1})
+    stager = ck._stager
+    w["w"].add_(1)  # the next "optimizer step", right after save() returns: must not reach step 1
+    w["m"].fill_(7)
+    ck.save(2, w, {"step": 2})
+    assert ck._stager is stager  # one staging copy for the run, refilled in place
+    w["w"].add_(1)
+    ck.close()
+    for step, (wv, mv) in {1: (1.0, 0.0), 2: (2.0, 7.0)}.items():
+        got = {"w": torch.empty(4096), "m": torch.empty(64, 64)}
+        checkpoint.load_into(checkpoint.checkpoint_url(out, step), got)
+        assert torch.all(got["w"] == wv) and torch.all(got["m"] == mv), step
+    assert checkpoint.latest(out).endswith("step-00000002")

@@ -143,7 +143,23 @@ class Checkpointer:
         self.out, self.keep, self.async_save = out, keep, async_save
         self._pending: tuple[Future, int] | None = None
         self._group: Any = None
+        self._stager: Any = None
         self.last_blocking_s = 0.0
+
+    def _staging(self) -> Any:
+        """One stager for the whole run: its CPU copy of the state (pinned on CUDA) is allocated at
+        the first async save and refilled in place at the next ones. DCP's default (the writer as
+        stager) allocates a fresh pageable copy at every save: 7.78 s of blocking for the 1B state
+        on an H200. Staging stays synchronous: save() returns once the copy is whole, so the next
+        optimizer step cannot change what is being written. (save() waits for the previous upload
+        first, so a buffer is never refilled while it is written.)"""
+        if self._stager is None:
+            from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+
+            cuda = torch.cuda.is_available()
+            self._stager = DefaultStager(StagingOptions(use_pinned_memory=cuda, use_shared_memory=False,
+                                                        use_async_staging=False, use_non_blocking_copy=cuda))
+        return self._stager
 
     def _process_group(self) -> Any:
         # Async saves run DCP's collectives from a background thread: on a group of their own, so
@@ -167,7 +183,8 @@ class Checkpointer:
         t = time.perf_counter()
         if self.async_save:
             with _quiet_single_process():
-                res = dcp.async_save(app_state, storage_writer=writer(url), process_group=self._process_group())
+                res = dcp.async_save(app_state, storage_writer=writer(url), process_group=self._process_group(),
+                                     async_stager=self._staging())
             fut = getattr(res, "upload_completion", res)  # an AsyncSaveResponse with a stager, else a Future
             self._pending = (fut, step)
             self.last_blocking_s = time.perf_counter() - t
@@ -186,6 +203,13 @@ class Checkpointer:
         self._pending = None
         fut.result()
         self._commit(step)
+
+    def close(self) -> None:
+        """Finish what is in flight and free the staging copy."""
+        self.wait()
+        if self._stager is not None:
+            self._stager.close()
+            self._stager = None
 
     def _commit(self, step: int) -> None:
         main = not dist.is_initialized() or dist.get_rank() == 0

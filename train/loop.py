@@ -303,7 +303,7 @@ def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
         if step % cfg.train.ckpt_every == 0 or step == last_step:
             save_checkpoint(cfg, d, wrapped, optim, loader, step, ckpt, global_batch)
             t_last = time.perf_counter()  # saving is not training time
-    ckpt.wait()
+    ckpt.close()  # the last save committed, its staging copy freed
     if bar is not None:
         bar.close()
     if dist.is_initialized():
