@@ -1,6 +1,8 @@
 """Where things live under an output URL (DESIGN.md, "Output layout")."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from uvd.storage import join
 
 
@@ -24,5 +26,45 @@ def manifest(out: str) -> str:
     return join(out, "manifest.json")
 
 
+def units_table(out: str) -> str:
+    """The manifest's unit/shard table, beside the small manifest.json."""
+    return join(out, "manifest", "units.parquet")
+
+
+def tokens_root(out: str, tokenizer_id: str) -> str:
+    return join(out, "tokens", tokenizer_id)
+
+
 def relative(out: str, url: str) -> str:
     return url[len(out.rstrip("/")) + 1:] if url.startswith(out.rstrip("/") + "/") else url
+
+
+@dataclass(frozen=True)
+class UnitLayout:
+    """One kind of unit output: `<data>/<dataset>/part-<unit>.parquet` (+ .stats.json) and its audit.
+
+    `base` holds manifest.json and manifest/units.parquet; shard paths are recorded relative to it.
+    """
+
+    base: str
+    data: str
+    audit: str
+
+    @classmethod
+    def sentences(cls, out: str) -> "UnitLayout":
+        out = out.rstrip("/")
+        return cls(out, join(out, "sentences"), join(out, "audit"))
+
+    @classmethod
+    def tokens(cls, root: str) -> "UnitLayout":
+        root = root.rstrip("/")
+        return cls(root, root, join(root, "audit"))
+
+    def shard(self, dataset: str, unit: str) -> str:
+        return join(self.data, dataset, f"part-{unit}.parquet")
+
+    def audit_shard(self, dataset: str, unit: str) -> str:
+        return join(self.audit, dataset, f"part-{unit}.parquet")
+
+    def stats(self, dataset: str, unit: str) -> str:
+        return stats_file(self.shard(dataset, unit))

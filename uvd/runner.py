@@ -1,62 +1,37 @@
 """Run a build on Ray: one task per pending unit, a bounded number in flight, retries, a summary."""
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import uvd
 from uvd.config import BuildConfig
-from uvd.manifest import write_manifest
-from uvd.plan import PlannedUnit, committed, plan_units
-from uvd.unit import run_unit
+from uvd.engine import NoProgress, Summary, find_committed, short_error
+from uvd.layout import UnitLayout
+from uvd.manifest import unit_row, write_manifest
+from uvd.plan import PlannedUnit, plan_units
+from uvd.unit import dataset_hash, recipe, run_unit
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Summary", "build", "init_ray"]
+
+# A worker keeps the parsed config of the build it serves: the driver puts it in the object
+# store once, and each task only names it (no per-task JSON validation of the whole config).
+_WORKER_CFG: dict[str, BuildConfig] = {}
 
 
-@dataclass
-class Summary:
-    units: int = 0
-    skipped: int = 0
-    built: int = 0
-    failed_units: dict[str, str] = field(default_factory=dict)
-    inputs: int = 0
-    ok: int = 0
-    failed: int = 0
-    sentences: int = 0
-    images: int = 0
-    failures: Counter = field(default_factory=Counter)
-    seconds: float = 0.0
-
-    @property
-    def succeeded(self) -> bool:
-        """Every planned unit is committed (bad items may still have failed, with reasons)."""
-        return not self.failed_units
-
-    def add(self, stats: dict[str, Any]) -> None:
-        self.built += 1
-        for k in ("inputs", "ok", "failed", "sentences", "images"):
-            setattr(self, k, getattr(self, k) + stats[k])
-        self.failures.update(stats["failures"])
-
-    def report(self) -> str:
-        rate = self.images / self.seconds if self.seconds else 0.0
-        lines = [
-            f"units: {self.units} planned, {self.skipped} already done, {self.built} built, "
-            f"{len(self.failed_units)} failed",
-            f"items: {self.inputs} read, {self.ok} ok, {self.failed} failed",
-            f"sentences: {self.sentences}   images: {self.images}   {rate:.1f} images/s over {self.seconds:.1f}s",
-        ]
-        if self.failures:
-            lines.append("failures by reason: " + ", ".join(f"{k} {v}" for k, v in self.failures.most_common()))
-        for name, err in sorted(self.failed_units.items()):
-            lines.append(f"UNIT FAILED {name}: {err}")
-        return "\n".join(lines)
-
-
-def _run_unit_task(cfg_json: dict[str, Any], dataset: str, unit: str, payload: dict[str, Any],
+def _run_unit_task(cfg_box: list[Any], cfg_hash: str, dataset: str, unit: str, payload: dict[str, Any],
                    out: str) -> dict[str, Any]:
-    return run_unit(BuildConfig.model_validate(cfg_json), dataset, unit, payload, out)
+    cfg = _WORKER_CFG.get(cfg_hash)
+    if cfg is None:
+        import ray
+
+        _WORKER_CFG.clear()
+        cfg = _WORKER_CFG[cfg_hash] = ray.get(cfg_box[0])
+    return run_unit(cfg, dataset, unit, payload, out)
 
 
 def init_ray(workers: int) -> None:
@@ -71,78 +46,85 @@ def init_ray(workers: int) -> None:
         ray.init(address="local", num_cpus=workers or None, include_dashboard=False, log_to_driver=True)
 
 
-def _progress(done: int, total: int, summary: Summary, t0: float, name: str) -> None:
+def _log_unit(done: int, total: int, summary: Summary, t0: float, name: str) -> None:
     rate = summary.images / max(time.perf_counter() - t0, 1e-9)
-    print(f"[{done:>{len(str(total))}}/{total}] {name}  sentences {summary.sentences}  "
-          f"failed items {summary.failed}  {rate:.1f} img/s", flush=True)
+    logger.debug("[%*d/%d] %s  sentences %d  failed items %d  %.1f img/s", len(str(total)), done, total, name,
+                 summary.sentences, summary.failed, rate)
 
 
 def _run_on_ray(cfg: BuildConfig, out: str, pending: list[PlannedUnit], summary: Summary, workers: int,
-                t0: float) -> None:
+                t0: float, progress: Any) -> None:
     import ray
 
     init_ray(workers)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     limit = cfg.run.max_in_flight or 2 * max(cpus, 1)
     task = ray.remote(num_cpus=1, max_retries=cfg.run.max_retries, retry_exceptions=True)(_run_unit_task)
-    cfg_json = cfg.model_dump(mode="json")
-    queue = list(pending)
+    cfg_box, cfg_hash = [ray.put(cfg)], cfg.hash()  # in a list: the task fetches it only on a cache miss
+    queue = list(reversed(pending))
     in_flight: dict[Any, tuple[PlannedUnit, float]] = {}
     done = 0
     while queue or in_flight:
         while queue and len(in_flight) < limit:
-            u = queue.pop(0)
-            in_flight[task.remote(cfg_json, u.dataset, u.unit, u.payload, out)] = (u, time.monotonic())
+            u = queue.pop()
+            in_flight[task.remote(cfg_box, cfg_hash, u.dataset, u.unit, u.payload, out)] = (u, time.monotonic())
         ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=5.0)
         for ref in ready:
             u, _ = in_flight.pop(ref)
             done += 1
             try:
-                summary.add(ray.get(ref))
+                summary.add(u.name, ray.get(ref), progress)
             except Exception as err:  # retries exhausted: report the unit, go on with the others
-                summary.failed_units[u.name] = _short(err)
-            _progress(done, len(pending), summary, t0, u.name)
+                summary.fail(u.name, short_error(err), progress)
+            _log_unit(done, len(pending), summary, t0, u.name)
         now = time.monotonic()
         for ref, (u, started) in list(in_flight.items()):
             if now - started > cfg.run.unit_timeout_s:
                 ray.cancel(ref, force=True)
                 in_flight.pop(ref)
                 done += 1
-                summary.failed_units[u.name] = f"timeout: unit ran over {cfg.run.unit_timeout_s:.0f}s"
+                summary.fail(u.name, f"timeout: unit ran over {cfg.run.unit_timeout_s:.0f}s", progress)
 
 
-def _run_inline(cfg: BuildConfig, out: str, pending: list[PlannedUnit], summary: Summary, t0: float) -> None:
+def _run_inline(cfg: BuildConfig, out: str, pending: list[PlannedUnit], summary: Summary, t0: float,
+                progress: Any) -> None:
     for i, u in enumerate(pending, 1):
         try:
-            summary.add(run_unit(cfg, u.dataset, u.unit, u.payload, out))
+            summary.add(u.name, run_unit(cfg, u.dataset, u.unit, u.payload, out), progress)
         except Exception as err:
-            summary.failed_units[u.name] = _short(err)
-        _progress(i, len(pending), summary, t0, u.name)
-
-
-def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[-1] if text else ''}"[:500]
+            summary.fail(u.name, short_error(err), progress)
+        _log_unit(i, len(pending), summary, t0, u.name)
 
 
 def build(cfg: BuildConfig, out: str | None = None, workers: int | None = None, use_ray: bool = True,
-          log: Callable[[str], None] = print) -> Summary:
-    """Build every pending unit of `cfg` into `out` (default cfg.out), then write the manifest."""
+          log: Callable[[str], None] = logger.info, progress: Any = None) -> Summary:
+    """Build every pending unit of `cfg` into `out` (default cfg.out), then write the manifest.
+
+    `progress` (anything with `update(units=, items=, failed=)`) hears of every finished unit.
+    """
     out = (out or cfg.out).rstrip("/")
     workers = cfg.run.workers if workers is None else workers
+    progress = progress or NoProgress()
     t0 = time.perf_counter()
+    layout = UnitLayout.sentences(out)
     planned = plan_units(cfg)
-    pending = [u for u in planned if not committed(cfg, out, u)]
+    dhash = {ds.key: dataset_hash(cfg, ds) for ds in cfg.datasets}  # once per dataset, not per unit
+    done = find_committed(layout, planned, lambda u: recipe(dhash[u.dataset], u.payload))
+    pending = [u for u in planned if u.name not in done]
     summary = Summary(units=len(planned), skipped=len(planned) - len(pending))
     log(f"plan: {len(planned)} units in {len(cfg.datasets)} datasets; {summary.skipped} already done, "
         f"{len(pending)} to build → {out}")
     if pending:
         if use_ray:
-            _run_on_ray(cfg, out, pending, summary, workers, t0)
+            _run_on_ray(cfg, out, pending, summary, workers, t0, progress)
         else:
-            _run_inline(cfg, out, pending, summary, t0)
+            _run_inline(cfg, out, pending, summary, t0, progress)
     summary.seconds = time.perf_counter() - t0
-    write_manifest(cfg, out, planned, summary.failed_units)
+    for u in pending:
+        if u.name in summary.stats:
+            done[u.name] = unit_row(u.dataset, u.unit, summary.stats[u.name], recipe(dhash[u.dataset], u.payload))
+    header = {"uvd_version": uvd.__version__, "config_hash": cfg.hash(), "config": cfg.model_dump(mode="json")}
+    write_manifest(layout, header, planned, done, summary.failed_units)
     log(summary.report())
-    sys.stdout.flush()
     return summary
+

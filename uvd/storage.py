@@ -1,4 +1,8 @@
-"""fsspec access and the commit protocol: write under a temporary name, then move into place."""
+"""fsspec access and the commit protocol: a file appears under its name whole or not at all.
+
+On a POSIX filesystem it is written to a temporary name and moved into place; on an object store
+it is one PUT (or multipart upload), which the store makes visible only when it completes.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +10,8 @@ import hashlib
 import json
 import posixpath
 import uuid
-from typing import IO, Any, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -22,13 +27,26 @@ def join(base: str, *parts: str) -> str:
     return posixpath.join(base.rstrip("/"), *parts)
 
 
+def uses_rename(fs: fsspec.AbstractFileSystem) -> bool:
+    """POSIX (and the in-memory test filesystem, whose open files are visible at once): temp + move.
+
+    Everything else is treated as an object store, where a move is a copy plus a delete.
+    """
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return bool({"file", "local", "memory"} & set(protocols))
+
+
 @contextlib.contextmanager
 def atomic_open(url: str) -> Iterator[IO[bytes]]:
     """Open `url` for writing; it appears under its name only when the block succeeds.
 
-    A crash leaves at most a `.tmp-…` file, never a half-written file under the real name.
+    A crash leaves at most a `.tmp-…` file on POSIX, and on an object store an unfinished
+    multipart upload, which is not an object: never a half-written file under the real name.
     """
     fs, path = fs_and_path(url)
+    if not uses_rename(fs):
+        yield from _object_store_open(fs, path)
+        return
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
     try:
@@ -39,6 +57,22 @@ def atomic_open(url: str) -> Iterator[IO[bytes]]:
         with contextlib.suppress(Exception):
             fs.rm(tmp)
         raise
+
+
+def _object_store_open(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[IO[bytes]]:
+    # fsspec's buffered file commits on close(), which `with` calls even on an exception; so on
+    # failure the upload is discarded (s3fs aborts the multipart upload) and close() is skipped.
+    f = fs.open(path, "wb")
+    try:
+        yield f
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if hasattr(f, "discard"):
+                f.discard()
+        with contextlib.suppress(Exception):
+            f.closed = True
+        raise
+    f.close()
 
 
 def write_bytes(url: str, data: bytes) -> None:
@@ -73,11 +107,50 @@ def sha256_of(url: str) -> tuple[str, int]:
 
 
 def remove_stale_temps(url: str) -> None:
-    """Remove temporaries a crashed earlier attempt left beside `url`."""
+    """Remove temporaries a crashed earlier attempt left beside `url` (object stores write none)."""
     fs, path = fs_and_path(url)
+    if not uses_rename(fs):
+        return
     for stale in fs.glob(f"{path}.tmp-*"):
         with contextlib.suppress(Exception):
             fs.rm(stale)
+
+
+def list_files(url: str) -> dict[str, dict[str, Any]]:
+    """Every file under `url` (recursively) by its name relative to `url`, with size and version.
+
+    One paginated listing (a LIST per 1000 keys on S3), however many files there are. The
+    version changes whenever the file is rewritten: the ETag on object stores, mtime and inode
+    on POSIX (a temp + move makes a new inode).
+    """
+    fs, path = fs_and_path(url)
+    base = path.rstrip("/") + "/"
+    try:
+        found = fs.find(path, detail=True)
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for name, info in found.items():
+        if info.get("type", "file") != "file" or not name.startswith(base):
+            continue
+        version = info.get("ETag") or info.get("etag") or info.get("VersionId")
+        if version is None and "mtime" in info:
+            version = f"{info['mtime']}:{info.get('ino', '')}"
+        out[name[len(base):]] = {"size": int(info.get("size") or 0), "version": str(version or "")}
+    return out
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def parallel_map(fn: Callable[[T], R], items: Iterable[T], threads: int = 16) -> list[R]:
+    """`fn` over `items` on a bounded thread pool (object-store reads are latency, not CPU)."""
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 def glob(url: str, pattern: str) -> list[str]:

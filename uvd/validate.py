@@ -1,14 +1,18 @@
-"""`uvd validate OUT`: the manifest against the files; exit non-zero with a list of problems."""
+"""`uvd validate OUT [--sample N]`: the manifest against the files, on Ray; exit non-zero with a list of problems."""
 from __future__ import annotations
 
 import argparse
+import hashlib
+import random
 from typing import Any
 
+import numpy as np
+
 from uvd import codec
-from uvd.layout import manifest as manifest_url
+from uvd.manifest import read_manifest, read_units, resolve, shards
 from uvd.schema import AUDIT_SCHEMA, SENTENCE_SCHEMA
 from uvd.shards import iter_rows, open_parquet, read_table
-from uvd.storage import exists, glob, join, read_json, sha256_of
+from uvd.storage import exists, join, list_files, sha256_of
 
 
 def _schema_problem(url: str, expected: Any) -> str | None:
@@ -55,44 +59,105 @@ def _check_shard(url: str, kind: str, size: int, seen_ids: dict[str, str], probl
     return len(audit)
 
 
-def validate(out: str, decode_images: bool = True) -> list[str]:
-    out = out.rstrip("/")
+def _id_hash(sentence_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(sentence_id.encode(), digest_size=8).digest(), "little")
+
+
+def check_batch(out: str, shards: list[dict[str, Any]], size: int, decode: bool) -> tuple[list[str], list[Any]]:
+    """Check a batch of shards against their table rows: (problems, per sentence shard its id hashes).
+
+    Sentence ids come back as 64-bit hashes so the driver can find duplicates across batches
+    with 8 bytes per sentence.
+    """
     problems: list[str] = []
-    if not exists(manifest_url(out)):
-        return [f"{out}: no manifest.json (the build has not finished)"]
-    manifest = read_json(manifest_url(out))
-    size = manifest["config"]["image"]["size"]
-    for u in manifest["units"]:
-        if u["status"] != "done":
-            problems.append(f"unit {u['dataset']}/{u['unit']} not done: {u.get('error')}")
-    listed = set()
-    seen_ids: dict[str, str] = {}
-    for shard in manifest["shards"]:
-        url = join(out, shard["path"])
-        listed.add(shard["path"])
+    ids: list[tuple[str, np.ndarray]] = []
+    for shard in shards:
+        url = resolve(out, shard["path"])
         if not exists(url):
             problems.append(f"{shard['path']}: listed in the manifest but missing")
             continue
         sha, nbytes = sha256_of(url)
         if (sha, nbytes) != (shard["sha256"], shard["bytes"]):
             problems.append(f"{shard['path']}: sha256/bytes differ from the manifest")
+        seen: dict[str, str] = {}
         try:
-            rows = _check_shard(url, shard["kind"], size, seen_ids, problems, decode_images)
+            rows = _check_shard(url, shard["kind"], size, seen, problems, decode)
         except Exception as err:  # a damaged file is a finding, not a crash of the validator
             problems.append(f"{shard['path']}: unreadable: {type(err).__name__}: {err}")
             continue
+        if shard["kind"] == "sentences":
+            ids.append((shard["path"], np.array([_id_hash(s) for s in seen], dtype=np.uint64)))
         if rows is not None and rows != shard["rows"]:
             problems.append(f"{shard['path']}: {rows} rows, manifest says {shard['rows']}")
-    for u in manifest["units"]:
-        if u["status"] == "done" and u["inputs"] != u["ok"] + u["failed"]:
+    return problems, ids
+
+
+def _duplicates(ids: list[tuple[str, np.ndarray]]) -> list[str]:
+    if not ids:
+        return []
+    hashes = np.concatenate([h for _, h in ids])
+    values, counts = np.unique(hashes, return_counts=True)
+    dup = set(values[counts > 1].tolist())
+    problems = []
+    for h in sorted(dup):
+        where = [path for path, hs in ids if h in set(hs.tolist())]
+        problems.append(f"duplicate sentence_id (hash {h:016x}) in {', '.join(where)}")
+    return problems
+
+
+def _run_batches(out: str, batches: list[list[dict[str, Any]]], size: int, decode: bool,
+                 use_ray: bool) -> list[tuple[list[str], list[Any]]]:
+    if not use_ray or len(batches) <= 1:
+        return [check_batch(out, b, size, decode) for b in batches]
+    import ray
+
+    from uvd.runner import init_ray
+
+    init_ray(0)
+    task = ray.remote(num_cpus=1)(check_batch)
+    return ray.get([task.remote(out, b, size, decode) for b in batches])
+
+
+def validate(out: str, decode_images: bool = True, sample: int | None = None, use_ray: bool = False,
+             batch: int = 64) -> list[str]:
+    """Problems of a finished build: unit status, every shard against its table row, listing leftovers.
+
+    `sample` checks the shards of that many units picked at random (seeded), for a quick pass over
+    a huge build; `use_ray` spreads the shard checks over Ray, `batch` shards per task.
+    """
+    out = out.rstrip("/")
+    problems: list[str] = []
+    manifest = read_manifest(out)
+    if manifest is None:
+        return [f"{out}: no manifest.json (the build has not finished)"]
+    units = read_units(out)
+    if len(units) != manifest["totals"]["units"]:
+        problems.append(f"{out}: units table has {len(units)} units, manifest.json says {manifest['totals']['units']}")
+    size = manifest["config"]["image"]["size"]
+    for u in units:
+        if u["status"] != "done":
+            problems.append(f"unit {u['dataset']}/{u['unit']} not done: {u.get('error')}")
+        elif u["inputs"] != u["ok"] + u["failed"]:
             problems.append(f"unit {u['dataset']}/{u['unit']}: inputs {u['inputs']} != ok + failed")
+    listed_paths = {s["path"] for s in shards(units)}
+    checked = units
+    if sample is not None and sample < len(units):
+        checked = random.Random(0).sample(units, sample)
+    todo = shards(checked)
+    results = _run_batches(out, [todo[i:i + batch] for i in range(0, len(todo), batch)], size, decode_images,
+                           use_ray)
+    ids = []
+    for probs, batch_ids in results:
+        problems.extend(probs)
+        ids.extend(batch_ids)
+    problems.extend(_duplicates(ids))
     for kind in ("sentences", "audit"):
-        for url in glob(out, f"{kind}/*/part-*"):
-            rel = url[len(out) + 1:] if url.startswith(out) else url.split(f"/{kind}/", 1)[-1]
-            if ".tmp-" in url:
-                problems.append(f"{rel}: leftover temporary file")
-            elif url.endswith(".parquet") and not any(url.endswith(p) for p in listed):
-                problems.append(f"{rel}: shard not in the manifest (uncommitted)")
+        for rel in sorted(list_files(join(out, kind))):
+            name = f"{kind}/{rel}"
+            if ".tmp-" in rel:
+                problems.append(f"{name}: leftover temporary file")
+            elif rel.endswith(".parquet") and name not in listed_paths:
+                problems.append(f"{name}: shard not in the manifest (uncommitted)")
     return problems
 
 
@@ -100,15 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="uvd validate", description=__doc__)
     p.add_argument("out", help="output folder or URL of a build")
     p.add_argument("--no-decode", action="store_true", help="skip decoding every image (faster)")
+    p.add_argument("--sample", type=int, metavar="N", help="check the shards of N random units only (quick pass)")
+    p.add_argument("--no-ray", action="store_true", help="check in this process instead of Ray tasks")
     args = p.parse_args(argv)
-    problems = validate(args.out, decode_images=not args.no_decode)
+    problems = validate(args.out, decode_images=not args.no_decode, sample=args.sample, use_ray=not args.no_ray)
     if problems:
         print(f"{len(problems)} problems:")
         for prob in problems:
             print("  " + prob)
         return 1
-    manifest = read_json(manifest_url(args.out.rstrip("/")))
-    t = manifest["totals"]
+    t = read_manifest(args.out.rstrip("/"))["totals"]
     print(f"OK: {t['units_done']} units, {t['sentences']} sentences, {t['images']} images, "
-          f"inputs {t['inputs']} = ok {t['ok']} + failed {t['failed']}")
+          f"inputs {t['inputs']} = ok {t['ok']} + failed {t['failed']}"
+          + (f" (shards of {args.sample} sampled units checked)" if args.sample else ""))
     return 0

@@ -1,0 +1,185 @@
+"""The unit engine, one for builds and tokenizing: run a unit and commit it, find what is committed, account.
+
+A unit writes one data shard, its audit shard and, last, its stats file (the commit marker):
+a unit without a stats file is not done and is redone. What is done is learnt from one listing
+per dataset folder plus the previous run's units table (uvd.manifest), reading only the stats
+files the listing shows to be new or rewritten, in parallel. Ray tasks (builds) or a Ray Data
+actor pool (tokenizing) decide where units run; everything else about a unit is here.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol
+
+from uvd.audit import AuditLog
+from uvd.layout import UnitLayout, relative
+from uvd.shards import ShardWriter
+from uvd.storage import list_files, parallel_map, read_json, remove_stale_temps, write_json
+
+logger = logging.getLogger(__name__)
+
+
+class UnitKey(Protocol):
+    dataset: str
+    unit: str
+
+    @property
+    def name(self) -> str: ...
+
+
+class NoProgress:
+    """The progress interface the engine reports to; this one shows nothing."""
+
+    def update(self, units: int = 0, items: int = 0, failed: int = 0) -> None:
+        pass
+
+
+Fill = Callable[[ShardWriter, AuditLog, Counter], dict[str, Any]]
+
+
+def commit_unit(layout: UnitLayout, dataset: str, unit: str, open_writer: Callable[[str], ShardWriter],
+                fill: Fill, meta: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
+    """Write one unit (data shard, audit, then the stats file) and return its stats.
+
+    `fill(writer, audit, seconds)` adds the rows and audits every input; it returns extra stats.
+    If it raises, the data shard is aborted (nothing appears under its name) and nothing is
+    committed. `head` (the recipe fields among them) goes into the stats as is.
+    """
+    t0 = time.perf_counter()
+    shard_url, audit_url, stats_url = (layout.shard(dataset, unit), layout.audit_shard(dataset, unit),
+                                       layout.stats(dataset, unit))
+    for url in (shard_url, audit_url, stats_url):
+        remove_stale_temps(url)
+    audit = AuditLog()
+    seconds: Counter[str] = Counter()
+    writer = open_writer(shard_url)
+    try:
+        extra = fill(writer, audit, seconds)
+        info = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    audit_info = audit.write(audit_url, meta)
+    counts = audit.counts()
+    stats = {
+        **head, **counts, "sentences": info.rows, **extra,
+        # Paths relative to the base, so a finished output can be moved or copied as a whole.
+        "shard": {"path": relative(layout.base, shard_url), "rows": info.rows, "bytes": info.bytes,
+                  "sha256": info.sha256},
+        "audit": {"path": relative(layout.base, audit_url), "rows": counts["inputs"], "bytes": audit_info.bytes,
+                  "sha256": audit_info.sha256},
+        "seconds": {k: round(v, 4) for k, v in {**seconds, "total": time.perf_counter() - t0}.items()},
+    }
+    write_json(stats_url, stats)  # last: from now on the unit counts as done
+    return stats
+
+
+def recipe_json(recipe: dict[str, Any]) -> str:
+    return json.dumps(recipe, sort_keys=True)
+
+
+def list_stats(layout: UnitLayout, datasets: Iterable[str]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(dataset, unit) → size and version of its stats file: one listing per dataset folder."""
+    found = {}
+    for ds in sorted(set(datasets)):
+        for name, info in list_files(f"{layout.data}/{ds}").items():
+            if "/" not in name and name.startswith("part-") and name.endswith(".stats.json"):
+                found[(ds, name[len("part-"):-len(".stats.json")])] = info
+    return found
+
+
+def find_committed(layout: UnitLayout, units: list[Any], recipe_of: Callable[[Any], dict[str, Any]],
+                   threads: int = 16) -> dict[str, dict[str, Any]]:
+    """Units (by name) committed with the recipe `recipe_of(unit)` wants, as units-table rows.
+
+    A stats file the previous units table recorded at the same version is trusted without a
+    read; the others (written by an interrupted run, or rewritten since) are read in parallel.
+    """
+    from uvd.manifest import read_units, unit_row
+
+    listed = list_stats(layout, (u.dataset for u in units))
+    known = {(r["dataset"], r["unit"]): r for r in read_units(layout.base) if r["status"] == "done"}
+    done: dict[str, dict[str, Any]] = {}
+    to_read: list[tuple[Any, dict[str, Any], str]] = []
+    for u in units:
+        info = listed.get((u.dataset, u.unit))
+        if info is None:
+            continue
+        want = recipe_json(recipe_of(u))
+        row = known.get((u.dataset, u.unit))
+        if row and info["version"] and (row["stats_version"], row["stats_size"]) == (info["version"], info["size"]):
+            if row["recipe"] == want:
+                done[u.name] = row
+            continue
+        to_read.append((u, info, want))
+
+    def read(entry: tuple[Any, dict[str, Any], str]) -> dict[str, Any] | None:
+        try:
+            return read_json(layout.stats(entry[0].dataset, entry[0].unit))
+        except Exception:  # unreadable marker: not committed, the unit is redone
+            return None
+
+    for (u, info, want), st in zip(to_read, parallel_map(read, to_read, threads)):
+        if st is not None and recipe_json({k: st.get(k) for k in json.loads(want)}) == want:
+            done[u.name] = unit_row(u.dataset, u.unit, st, json.loads(want), info)
+    if to_read:
+        logger.info("read %d stats files not in the units table", len(to_read))
+    return done
+
+
+@dataclass
+class Summary:
+    """What a run did: units planned/skipped/built/failed and the items of the units it built."""
+
+    units: int = 0
+    skipped: int = 0
+    built: int = 0
+    failed_units: dict[str, str] = field(default_factory=dict)
+    inputs: int = 0
+    ok: int = 0
+    failed: int = 0
+    sentences: int = 0
+    images: int = 0
+    failures: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)  # name → stats of built units
+
+    @property
+    def succeeded(self) -> bool:
+        """Every planned unit is committed (bad items may still have failed, with reasons)."""
+        return not self.failed_units
+
+    def add(self, name: str, stats: dict[str, Any], progress: Any = None) -> None:
+        self.built += 1
+        self.stats[name] = stats
+        for k in ("inputs", "ok", "failed", "sentences", "images"):
+            setattr(self, k, getattr(self, k) + stats[k])
+        self.failures.update(stats["failures"])
+        (progress or NoProgress()).update(units=1, items=stats["inputs"], failed=stats["failed"])
+
+    def fail(self, name: str, error: str, progress: Any = None) -> None:
+        self.failed_units[name] = error
+        (progress or NoProgress()).update(units=1)
+
+    def report(self) -> str:
+        rate = self.images / self.seconds if self.seconds else 0.0
+        lines = [
+            f"units: {self.units} planned, {self.skipped} already done, {self.built} built, "
+            f"{len(self.failed_units)} failed",
+            f"items: {self.inputs} read, {self.ok} ok, {self.failed} failed",
+            f"sentences: {self.sentences}   images: {self.images}   {rate:.1f} images/s over {self.seconds:.1f}s",
+        ]
+        if self.failures:
+            lines.append("failures by reason: " + ", ".join(f"{k} {v}" for k, v in self.failures.most_common()))
+        for name, err in sorted(self.failed_units.items()):
+            lines.append(f"UNIT FAILED {name}: {err}")
+        return "\n".join(lines)
+
+
+def short_error(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[-1] if text else ''}"[:500]
