@@ -46,7 +46,7 @@ def test_killing_the_tokenize_driver_then_rerunning_redoes_only_unfinished_units
     tok = tmp_path / "tokenizer"
     VQGAN(VQGANConfig.tiny()).save_pretrained(tok, name="tiny")
 
-    reference = tokenize(build, str(tok), out=str(tmp_path / "reference"), use_ray=False, progress=lambda _: None)
+    reference = tokenize(build, str(tok), out=str(tmp_path / "reference"), use_ray=False, log=lambda _: None)
     assert reference.ok and reference.ran == UNITS
     ref_root = Path(reference.root)
     root = Path(build) / ref_root.relative_to(tmp_path / "reference")  # same <tokens>/<tokenizer-id>, in the build

@@ -180,6 +180,19 @@ class Summary:
         return "\n".join(lines)
 
 
+def write_run_manifest(layout: UnitLayout, header: dict[str, Any], units: list[Any], done: dict[str, dict[str, Any]],
+                       summary: Summary, recipe_of: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """The manifest after a run: units found committed at the start plus those this run built (their
+    stats came back from the tasks, so no stats file is read again)."""
+    from uvd.manifest import unit_row, write_manifest
+
+    rows = dict(done)
+    for u in units:
+        if u.name in summary.stats:
+            rows[u.name] = unit_row(u.dataset, u.unit, summary.stats[u.name], recipe_of(u))
+    return write_manifest(layout, header, units, rows, summary.failed_units)
+
+
 def short_error(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[-1] if text else ''}"[:500]

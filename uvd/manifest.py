@@ -42,7 +42,7 @@ def unit_row(dataset: str, unit: str, stats: dict[str, Any], recipe: dict[str, A
            "stats_size": (listed or {}).get("size"), "stats_version": (listed or {}).get("version")}
     for kind in ("shard", "audit"):
         for k in ("path", "rows", "bytes", "sha256"):
-            row[f"{kind}_{k}"] = stats[kind][k]
+            row[f"{kind}_{k}"] = stats.get(kind, {}).get(k)
     return row
 
 

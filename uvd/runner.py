@@ -8,9 +8,8 @@ from typing import Any, Callable
 
 import uvd
 from uvd.config import BuildConfig
-from uvd.engine import NoProgress, Summary, find_committed, short_error
+from uvd.engine import NoProgress, Summary, find_committed, short_error, write_run_manifest
 from uvd.layout import UnitLayout
-from uvd.manifest import unit_row, write_manifest
 from uvd.plan import PlannedUnit, plan_units
 from uvd.unit import dataset_hash, recipe, run_unit
 
@@ -120,11 +119,8 @@ def build(cfg: BuildConfig, out: str | None = None, workers: int | None = None, 
         else:
             _run_inline(cfg, out, pending, summary, t0, progress)
     summary.seconds = time.perf_counter() - t0
-    for u in pending:
-        if u.name in summary.stats:
-            done[u.name] = unit_row(u.dataset, u.unit, summary.stats[u.name], recipe(dhash[u.dataset], u.payload))
     header = {"uvd_version": uvd.__version__, "config_hash": cfg.hash(), "config": cfg.model_dump(mode="json")}
-    write_manifest(layout, header, planned, done, summary.failed_units)
+    write_run_manifest(layout, header, planned, done, summary, lambda u: recipe(dhash[u.dataset], u.payload))
     log(summary.report())
     return summary
 
