@@ -56,6 +56,9 @@ def test_token_shards_match_sentence_shards_unit_by_unit(built: tuple[str, Path]
         st = read_json(stats_file(tpath))
         assert st["inputs"] == st["ok"] + st["failed"] == sent.num_rows
     man = read_json(f"{result.root}/manifest.json")
+    assert man["units_table"] == "manifest/units.parquet"  # written by the unit engine, as for builds
+    rows = read_table(f"{result.root}/manifest/units.parquet").to_pylist()
+    assert [(r["dataset"], r["unit"], r["status"]) for r in rows] == [("photos", u.unit, "done") for u in units]
     assert man["totals"]["sentences"] == 10 and man["totals"]["tokens"] == 10 * 256
     assert result.root.endswith("/tokens/" + man["tokenizer"]["tokenizer_id"])
 

@@ -125,6 +125,7 @@ def list_files(url: str) -> dict[str, dict[str, Any]]:
     """
     fs, path = fs_and_path(url)
     base = path.rstrip("/") + "/"
+    fs.invalidate_cache(path)  # other processes (Ray workers) write here: never answer from a cached listing
     try:
         found = fs.find(path, detail=True)
     except FileNotFoundError:
