@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Protocol
 from uvd.audit import AuditLog
 from uvd.layout import UnitLayout, relative
 from uvd.shards import ShardWriter
-from uvd.storage import list_files, parallel_map, read_json, remove_stale_temps, write_json
+from uvd.storage import fs_and_path, list_files, parallel_map, read_json, uses_rename, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +47,12 @@ def commit_unit(layout: UnitLayout, dataset: str, unit: str, open_writer: Callab
 
     `fill(writer, audit, seconds)` adds the rows and audits every input; it returns extra stats.
     If it raises, the data shard is aborted (nothing appears under its name) and nothing is
-    committed. `head` (the recipe fields among them) goes into the stats as is.
+    committed. `head` (the recipe fields among them) goes into the stats as is. Temporaries a
+    killed attempt left behind are swept once per run (`sweep_temps`), not globbed for per unit.
     """
     t0 = time.perf_counter()
     shard_url, audit_url, stats_url = (layout.shard(dataset, unit), layout.audit_shard(dataset, unit),
                                        layout.stats(dataset, unit))
-    for url in (shard_url, audit_url, stats_url):
-        remove_stale_temps(url)
     audit = AuditLog()
     seconds: Counter[str] = Counter()
     writer = open_writer(shard_url)
@@ -180,12 +179,34 @@ class Summary:
         return "\n".join(lines)
 
 
+def sweep_temps(layout: UnitLayout, datasets: Iterable[str]) -> int:
+    """Remove the `.tmp-` files killed attempts left (POSIX only: object stores get none); returns how many.
+
+    Called when no unit of this output is running any more (at the end of a run), so every
+    temporary found is stale.
+    """
+    fs, _ = fs_and_path(layout.base)
+    if not uses_rename(fs):
+        return 0
+    removed = 0
+    for ds in sorted(set(datasets)):
+        for folder in (f"{layout.data}/{ds}", f"{layout.audit}/{ds}"):
+            for name in list_files(folder):
+                if ".tmp-" in name:
+                    fs.rm(fs_and_path(f"{folder}/{name}")[1])
+                    removed += 1
+    if removed:
+        logger.info("removed %d temporary files left by interrupted writes", removed)
+    return removed
+
+
 def write_run_manifest(layout: UnitLayout, header: dict[str, Any], units: list[Any], done: dict[str, dict[str, Any]],
                        summary: Summary, recipe_of: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     """The manifest after a run: units found committed at the start plus those this run built (their
     stats came back from the tasks, so no stats file is read again)."""
     from uvd.manifest import unit_row, write_manifest
 
+    sweep_temps(layout, (u.dataset for u in units))
     rows = dict(done)
     for u in units:
         if u.name in summary.stats:

@@ -7,6 +7,7 @@ imported until a name is looked up.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from importlib.metadata import entry_points
 from typing import Any
@@ -21,6 +22,7 @@ def _load(spec: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+@functools.lru_cache(maxsize=None)  # a unit looks its source and builder up; scanning entry points costs ms
 def lookup(kind: str, name: str) -> Any:
     package, group = _KINDS[kind]
     builtin = getattr(importlib.import_module(package), "BUILTIN")

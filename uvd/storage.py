@@ -106,16 +106,6 @@ def sha256_of(url: str) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-def remove_stale_temps(url: str) -> None:
-    """Remove temporaries a crashed earlier attempt left beside `url` (object stores write none)."""
-    fs, path = fs_and_path(url)
-    if not uses_rename(fs):
-        return
-    for stale in fs.glob(f"{path}.tmp-*"):
-        with contextlib.suppress(Exception):
-            fs.rm(stale)
-
-
 def list_files(url: str) -> dict[str, dict[str, Any]]:
     """Every file under `url` (recursively) by its name relative to `url`, with size and version.
 
