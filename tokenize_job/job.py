@@ -69,11 +69,10 @@ def find_sentence_units(sentences_url: str) -> list[TokenUnit]:
     layout = UnitLayout.sentences(out)
     rows = [r for r in read_units(out) if r["status"] == "done"]
     if rows:
-        listed = list_stats(layout, (r["dataset"] for r in rows))  # a unit without its stats file is not done
-        return sorted((TokenUnit(r["dataset"], r["unit"], resolve(out, r["shard_path"]), r["shard_sha256"])
-                       for r in rows if (r["dataset"], r["unit"]) in listed), key=lambda u: (u.source, u.unit))
-    datasets = [name.split("/", 1)[0] for name in _top_folders(layout.data)]
-    listed = sorted(list_stats(layout, datasets))
+        units = [TokenUnit(r["dataset"], r["unit"], resolve(out, r["shard_path"]), r["shard_sha256"]) for r in rows]
+        listed = list_stats(layout, units)  # a unit without its stats file is not done
+        return sorted((u for u in units if (u.source, u.unit) in listed), key=lambda u: (u.source, u.unit))
+    listed = sorted(list_stats(layout, [TokenUnit(ds, "", "", "") for ds in _top_folders(layout.data)]))
 
     def read(key: tuple[str, str]) -> dict[str, Any] | None:
         try:

@@ -81,14 +81,30 @@ def recipe_json(recipe: dict[str, Any]) -> str:
     return json.dumps(recipe, sort_keys=True)
 
 
-def list_stats(layout: UnitLayout, datasets: Iterable[str]) -> dict[tuple[str, str], dict[str, Any]]:
-    """(dataset, unit) → size and version of its stats file: one listing per dataset folder."""
+def list_stats(layout: UnitLayout, units: Iterable[Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(dataset, unit) → size and version of its stats file: one listing per dataset folder.
+
+    `units` have `.dataset` and `.unit` (a unit "" lists a dataset whose units are unknown). A big
+    folder on an object store is listed in parallel slices by unit-name prefix.
+    """
+    by_dataset: dict[str, list[str]] = {}
+    for u in units:
+        by_dataset.setdefault(u.dataset, []).append(u.unit)
     found = {}
-    for ds in sorted(set(datasets)):
-        for name, info in list_files(f"{layout.data}/{ds}").items():
+    for ds in sorted(by_dataset):
+        for name, info in list_files(f"{layout.data}/{ds}", _prefixes(by_dataset[ds])).items():
             if "/" not in name and name.startswith("part-") and name.endswith(".stats.json"):
                 found[(ds, name[len("part-"):-len(".stats.json")])] = info
     return found
+
+
+def _prefixes(units: list[str], per_slice: int = 1000) -> list[str]:
+    """The shortest `part-<unit prefix>` set whose slices hold at most ~`per_slice` units (≈2 LIST pages)."""
+    for k in range(0, max(map(len, units), default=0) + 1):
+        groups: Counter[str] = Counter(u[:k] for u in units)
+        if max(groups.values(), default=0) <= per_slice:
+            return [f"part-{g}" for g in sorted(groups)]
+    return ["part-"]
 
 
 def find_committed(layout: UnitLayout, units: list[Any], recipe_of: Callable[[Any], dict[str, Any]],
@@ -100,7 +116,7 @@ def find_committed(layout: UnitLayout, units: list[Any], recipe_of: Callable[[An
     """
     from uvd.manifest import read_units, unit_row
 
-    listed = list_stats(layout, (u.dataset for u in units))
+    listed = list_stats(layout, units)
     known = {(r["dataset"], r["unit"]): r for r in read_units(layout.base) if r["status"] == "done"}
     done: dict[str, dict[str, Any]] = {}
     to_read: list[tuple[Any, dict[str, Any], str]] = []

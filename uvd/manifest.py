@@ -84,17 +84,21 @@ def write_manifest(layout: UnitLayout, header: dict[str, Any], units: list[Any],
                    errors: dict[str, str] | None = None) -> dict[str, Any]:
     """Write manifest/units.parquet (every planned unit, in plan order) and then manifest.json.
 
-    `done` holds the rows of committed units (from the run's stats and the start listing); one
-    more listing per dataset records each stats file's version, so the next run trusts them
-    without reading them.
+    `done` holds the rows of committed units (from the run's stats and the start listing). When
+    the run wrote stats files, one more listing per dataset records their versions, so the next
+    run trusts them without reading them; a run that built nothing lists nothing again.
     """
     from uvd.engine import list_stats
 
     errors = errors or {}
-    listed = list_stats(layout, (u.dataset for u in units))
+    listed = None
+    if any(r.get("stats_version") is None for r in done.values()):
+        listed = list_stats(layout, units)
     rows = []
     for u in units:
-        row, info = done.get(u.name), listed.get((u.dataset, u.unit))
+        row = done.get(u.name)
+        info = row and (listed.get((u.dataset, u.unit)) if listed is not None
+                        else {"size": row["stats_size"], "version": row["stats_version"]})
         if row is None or info is None:
             rows.append(failed_row(u.dataset, u.unit, errors.get(u.name, "not built")))
             continue

@@ -106,20 +106,30 @@ def sha256_of(url: str) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-def list_files(url: str) -> dict[str, dict[str, Any]]:
+def list_files(url: str, prefixes: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Every file under `url` (recursively) by its name relative to `url`, with size and version.
 
-    One paginated listing (a LIST per 1000 keys on S3), however many files there are. The
-    version changes whenever the file is rewritten: the ETag on object stores, mtime and inode
-    on POSIX (a temp + move makes a new inode).
+    One paginated listing (a LIST per 1000 keys on S3), however many files there are; on an
+    object store, `prefixes` (of the names under `url`) split it into listings run in parallel.
+    The version changes whenever the file is rewritten: the ETag on object stores, mtime and
+    inode on POSIX (a temp + move makes a new inode).
     """
     fs, path = fs_and_path(url)
     base = path.rstrip("/") + "/"
     fs.invalidate_cache(path)  # other processes (Ray workers) write here: never answer from a cached listing
-    try:
-        found = fs.find(path, detail=True)
-    except FileNotFoundError:
-        return {}
+
+    def find(prefix: str) -> dict[str, Any]:
+        try:
+            return fs.find(path, detail=True, **({"prefix": prefix} if prefix else {}))
+        except FileNotFoundError:
+            return {}
+
+    found: dict[str, Any] = {}
+    if prefixes and len(prefixes) > 1 and not uses_rename(fs):
+        for part in parallel_map(find, prefixes):
+            found.update(part)
+    else:
+        found = find("")
     out = {}
     for name, info in found.items():
         if info.get("type", "file") != "file" or not name.startswith(base):
