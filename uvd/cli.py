@@ -6,6 +6,7 @@ importing torch, and `uvd` imports none of the other packages at import time.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 # name → (module exposing main(argv) -> int, one-line help)
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"uvd: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the engine reports through logging
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(rest) or 0)
 
