@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"uvd: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the engine reports through logging
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # reports, as print() did
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(rest) or 0)
 
