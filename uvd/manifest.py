@@ -125,7 +125,8 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
         sums["bytes"] += r["shard_bytes"]
         failures.update(json.loads(r["failures"]))
         tasks.update(json.loads(r["tasks"]))
-    return {**dict(sums), "units": len(rows), "units_done": len(done),
+    per_token = {"bytes_per_token": round(sums["bytes"] / sums["tokens"], 4)} if sums["tokens"] else {}
+    return {**dict(sums), **per_token, "units": len(rows), "units_done": len(done),
             "failures": dict(sorted(failures.items())), "tasks": dict(sorted(tasks.items()))}
 
 
