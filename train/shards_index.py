@@ -74,7 +74,7 @@ def find_token_shards(roots: list[str]) -> list[str]:
 
 def _with_stats(root: str, candidates: list[str]) -> list[str]:
     """The candidates whose stats file (commit marker) exists: one listing of the root, not a probe each."""
-    listed = storage.list_files(root) if not root.endswith(".parquet") else {}
+    listed = set(storage.list_names(root)) if not root.endswith(".parquet") else set()
     found = []
     for c in candidates:
         rel = relative(root, stats_file(c))

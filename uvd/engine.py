@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Protocol
 from uvd.audit import AuditLog
 from uvd.layout import UnitLayout, relative
 from uvd.shards import ShardWriter
-from uvd.storage import fs_and_path, list_files, parallel_map, read_json, uses_rename, write_json
+from uvd.storage import Listed, fs_and_path, list_files, list_names, parallel_map, read_json, uses_rename, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def recipe_json(recipe: dict[str, Any]) -> str:
     return json.dumps(recipe, sort_keys=True)
 
 
-def list_stats(layout: UnitLayout, units: Iterable[Any]) -> dict[tuple[str, str], dict[str, Any]]:
+def list_stats(layout: UnitLayout, units: Iterable[Any]) -> dict[tuple[str, str], Listed]:
     """(dataset, unit) → size and version of its stats file: one listing per dataset folder.
 
     `units` have `.dataset` and `.unit` (a unit "" lists a dataset whose units are unknown). A big
@@ -92,8 +92,9 @@ def list_stats(layout: UnitLayout, units: Iterable[Any]) -> dict[tuple[str, str]
         by_dataset.setdefault(u.dataset, []).append(u.unit)
     found = {}
     for ds in sorted(by_dataset):
-        for name, info in list_files(f"{layout.data}/{ds}", _prefixes(by_dataset[ds])).items():
-            if "/" not in name and name.startswith("part-") and name.endswith(".stats.json"):
+        listing = list_files(f"{layout.data}/{ds}", _prefixes(by_dataset[ds]), suffix=".stats.json")
+        for name, info in listing.items():
+            if "/" not in name and name.startswith("part-"):
                 found[(ds, name[len("part-"):-len(".stats.json")])] = info
     return found
 
@@ -107,32 +108,50 @@ def _prefixes(units: list[str], per_slice: int = 1000) -> list[str]:
     return ["part-"]
 
 
+class Committed(dict):
+    """Unit name → its units-table row: an index into `table` (the previous run's table) or a row dict.
+
+    Rows the previous table holds stay in Arrow (compact) instead of becoming Python dicts.
+    """
+
+    def __init__(self, table: Any = None) -> None:
+        super().__init__()
+        self.table = table
+
+
 def find_committed(layout: UnitLayout, units: list[Any], recipe_of: Callable[[Any], dict[str, Any]],
-                   threads: int = 16) -> dict[str, dict[str, Any]]:
-    """Units (by name) committed with the recipe `recipe_of(unit)` wants, as units-table rows.
+                   threads: int = 16) -> Committed:
+    """Units committed with the recipe `recipe_of(unit)` wants.
 
     A stats file the previous units table recorded at the same version is trusted without a
     read; the others (written by an interrupted run, or rewritten since) are read in parallel.
     """
-    from uvd.manifest import read_units, unit_row
+    from uvd.manifest import read_units_table, unit_row
 
     listed = list_stats(layout, units)
-    known = {(r["dataset"], r["unit"]): r for r in read_units(layout.base) if r["status"] == "done"}
-    done: dict[str, dict[str, Any]] = {}
-    to_read: list[tuple[Any, dict[str, Any], str]] = []
+    table = read_units_table(layout.base)
+    done = Committed(table)
+    known: dict[tuple[str, str], tuple[int, int, str, str]] = {}
+    if table is not None:
+        cols = table.select(["dataset", "unit", "status", "stats_size", "stats_version", "recipe"]).to_pydict()
+        for i, (ds, unit, status, size, version, recipe) in enumerate(zip(*cols.values())):
+            if status == "done":
+                known[(ds, unit)] = (i, size, version, recipe)
+        del cols
+    to_read: list[tuple[Any, Listed, str]] = []
     for u in units:
         info = listed.get((u.dataset, u.unit))
         if info is None:
             continue
         want = recipe_json(recipe_of(u))
-        row = known.get((u.dataset, u.unit))
-        if row and info["version"] and (row["stats_version"], row["stats_size"]) == (info["version"], info["size"]):
-            if row["recipe"] == want:
-                done[u.name] = row
+        k = known.get((u.dataset, u.unit))
+        if k and info.version and (k[1], k[2]) == (info.size, info.version):
+            if k[3] == want:
+                done[u.name] = k[0]
             continue
         to_read.append((u, info, want))
 
-    def read(entry: tuple[Any, dict[str, Any], str]) -> dict[str, Any] | None:
+    def read(entry: tuple[Any, Listed, str]) -> dict[str, Any] | None:
         try:
             return read_json(layout.stats(entry[0].dataset, entry[0].unit))
         except Exception:  # unreadable marker: not committed, the unit is redone
@@ -144,6 +163,9 @@ def find_committed(layout: UnitLayout, units: list[Any], recipe_of: Callable[[An
     if to_read:
         logger.info("read %d stats files not in the units table", len(to_read))
     return done
+
+
+_ROW_STATS = {"inputs", "ok", "failed", "sentences", "images", "tokens", "failures", "tasks", "shard", "audit"}
 
 
 @dataclass
@@ -161,7 +183,8 @@ class Summary:
     images: int = 0
     failures: Counter = field(default_factory=Counter)
     seconds: float = 0.0
-    stats: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)  # name → stats of built units
+    # name → stats of units built in this run, kept to what the manifest row needs (a run may build 10^5)
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def succeeded(self) -> bool:
@@ -170,7 +193,8 @@ class Summary:
 
     def add(self, name: str, stats: dict[str, Any], progress: Any = None) -> None:
         self.built += 1
-        self.stats[name] = stats
+        self.stats[name] = {k: v for k, v in stats.items() if k in _ROW_STATS}
+        self.stats[name]["seconds"] = {"total": stats["seconds"]["total"]}
         for k in ("inputs", "ok", "failed", "sentences", "images"):
             setattr(self, k, getattr(self, k) + stats[k])
         self.failures.update(stats["failures"])
@@ -207,7 +231,7 @@ def sweep_temps(layout: UnitLayout, datasets: Iterable[str]) -> int:
     removed = 0
     for ds in sorted(set(datasets)):
         for folder in (f"{layout.data}/{ds}", f"{layout.audit}/{ds}"):
-            for name in list_files(folder):
+            for name in list_names(folder):
                 if ".tmp-" in name:
                     fs.rm(fs_and_path(f"{folder}/{name}")[1])
                     removed += 1
@@ -216,18 +240,17 @@ def sweep_temps(layout: UnitLayout, datasets: Iterable[str]) -> int:
     return removed
 
 
-def write_run_manifest(layout: UnitLayout, header: dict[str, Any], units: list[Any], done: dict[str, dict[str, Any]],
+def write_run_manifest(layout: UnitLayout, header: dict[str, Any], units: list[Any], done: Committed,
                        summary: Summary, recipe_of: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     """The manifest after a run: units found committed at the start plus those this run built (their
     stats came back from the tasks, so no stats file is read again)."""
     from uvd.manifest import unit_row, write_manifest
 
     sweep_temps(layout, (u.dataset for u in units))
-    rows = dict(done)
     for u in units:
         if u.name in summary.stats:
-            rows[u.name] = unit_row(u.dataset, u.unit, summary.stats[u.name], recipe_of(u))
-    return write_manifest(layout, header, units, rows, summary.failed_units)
+            done[u.name] = unit_row(u.dataset, u.unit, summary.stats[u.name], recipe_of(u))
+    return write_manifest(layout, header, units, done, summary.failed_units)
 
 
 def short_error(err: BaseException) -> str:

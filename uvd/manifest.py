@@ -10,12 +10,13 @@ from collections import Counter
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from uvd.layout import UnitLayout, relative
 from uvd.layout import manifest as manifest_url
 from uvd.layout import units_table
-from uvd.storage import atomic_open, exists, fs_and_path, join, write_json
+from uvd.storage import Listed, atomic_open, exists, fs_and_path, join, write_json
 
 SCHEMA_VERSION = 1
 UNITS_SCHEMA = pa.schema([
@@ -32,14 +33,14 @@ _COUNTS = ("inputs", "ok", "failed", "sentences", "images")
 
 
 def unit_row(dataset: str, unit: str, stats: dict[str, Any], recipe: dict[str, Any],
-             listed: dict[str, Any] | None = None) -> dict[str, Any]:
+             listed: Listed | None = None) -> dict[str, Any]:
     """A done unit's table row from its stats (and its stats file's listing, when known)."""
     row = {"dataset": dataset, "unit": unit, "status": "done", "error": None,
            **{k: int(stats.get(k, 0)) for k in _COUNTS}, "tokens": stats.get("tokens"),
            "failures": json.dumps(stats.get("failures", {}), sort_keys=True),
            "tasks": json.dumps(stats.get("tasks", {}), sort_keys=True),
            "recipe": json.dumps(recipe, sort_keys=True),
-           "stats_size": (listed or {}).get("size"), "stats_version": (listed or {}).get("version")}
+           "stats_size": listed.size if listed else None, "stats_version": listed.version if listed else None}
     for kind in ("shard", "audit"):
         for k in ("path", "rows", "bytes", "sha256"):
             row[f"{kind}_{k}"] = stats.get(kind, {}).get(k)
@@ -50,15 +51,21 @@ def failed_row(dataset: str, unit: str, error: str) -> dict[str, Any]:
     return {"dataset": dataset, "unit": unit, "status": "failed", "error": error}
 
 
-def read_units(base: str) -> list[dict[str, Any]]:
-    """The units table under `base` as rows; [] when there is none (or it is unreadable)."""
-    url = units_table(base)
+def read_units_table(base: str) -> pa.Table | None:
+    """The units table under `base`; None when there is none, or it is unreadable or of another schema."""
     try:
-        fs, path = fs_and_path(url)
+        fs, path = fs_and_path(units_table(base))
         with fs.open(path, "rb") as f:
-            return pq.read_table(f).to_pylist()
+            table = pq.read_table(f)
     except (FileNotFoundError, OSError, pa.ArrowInvalid):
-        return []
+        return None
+    return table if table.schema.remove_metadata().equals(UNITS_SCHEMA) else None
+
+
+def read_units(base: str) -> list[dict[str, Any]]:
+    """The units table under `base` as rows; [] when there is none."""
+    table = read_units_table(base)
+    return table.to_pylist() if table is not None else []
 
 
 def read_manifest(base: str) -> dict[str, Any] | None:
@@ -80,54 +87,81 @@ def shards(rows: list[dict[str, Any]], data_kind: str = "sentences") -> list[dic
     return found
 
 
-def write_manifest(layout: UnitLayout, header: dict[str, Any], units: list[Any], done: dict[str, dict[str, Any]],
+def write_manifest(layout: UnitLayout, header: dict[str, Any], units: list[Any], done: dict[str, Any],
                    errors: dict[str, str] | None = None) -> dict[str, Any]:
     """Write manifest/units.parquet (every planned unit, in plan order) and then manifest.json.
 
-    `done` holds the rows of committed units (from the run's stats and the start listing). When
-    the run wrote stats files, one more listing per dataset records their versions, so the next
-    run trusts them without reading them; a run that built nothing lists nothing again.
+    `done` maps committed units to their row: a dict, or an index into `done.table` (the previous
+    table, see uvd.engine.Committed), whose rows are carried over in Arrow. When the run wrote
+    stats files, one more listing per dataset records their versions, so the next run trusts
+    them without reading them; a run that built nothing lists nothing again.
     """
-    from uvd.engine import list_stats
-
     errors = errors or {}
-    listed = None
-    if any(r.get("stats_version") is None for r in done.values()):
-        listed = list_stats(layout, units)
-    rows = []
+    old = getattr(done, "table", None)
+    old_rows: list[int] = []
+    new_rows: list[dict[str, Any]] = []
+    order: list[int] = []  # ≥ 0: position among the old rows taken; < 0: -(1 + position among the new rows)
     for u in units:
         row = done.get(u.name)
-        info = row and (listed.get((u.dataset, u.unit)) if listed is not None
-                        else {"size": row["stats_size"], "version": row["stats_version"]})
-        if row is None or info is None:
-            rows.append(failed_row(u.dataset, u.unit, errors.get(u.name, "not built")))
-            continue
-        rows.append({**row, "stats_size": info["size"], "stats_version": info["version"]})
-    table = pa.Table.from_pylist(rows, schema=UNITS_SCHEMA)
+        if isinstance(row, int):
+            order.append(len(old_rows))
+            old_rows.append(row)
+        else:
+            order.append(-1 - len(new_rows))
+            new_rows.append(row if row is not None else failed_row(u.dataset, u.unit, errors.get(u.name, "not built")))
+    relist = any(r["status"] == "done" and r.get("stats_version") is None for r in new_rows)
+    parts = [old.take(old_rows)] if old_rows else []
+    parts.append(pa.Table.from_pylist(new_rows, schema=UNITS_SCHEMA))
+    n_old = len(old_rows)
+    table = pa.concat_tables(parts).take([i if i >= 0 else n_old - 1 - i for i in order])
+    del old_rows, new_rows, order
+    if relist:
+        table = _with_listed_versions(layout, units, table, errors)
     with atomic_open(units_table(layout.base)) as f:
         pq.write_table(table, f, compression="zstd")
-    manifest = {**header, "schema_version": SCHEMA_VERSION, "totals": totals(rows),
+    manifest = {**header, "schema_version": SCHEMA_VERSION, "totals": totals(table),
                 "units_table": relative(layout.base, units_table(layout.base))}
     write_json(manifest_url(layout.base), manifest)
     return manifest
 
 
-def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    sums: Counter[str] = Counter()
-    failures: Counter[str] = Counter()
-    tasks: Counter[str] = Counter()
-    done = [r for r in rows if r["status"] == "done"]
-    for r in done:
-        for k in _COUNTS:
-            sums[k] += r[k]
-        if r.get("tokens") is not None:
-            sums["tokens"] += r["tokens"]
-        sums["bytes"] += r["shard_bytes"]
-        failures.update(json.loads(r["failures"]))
-        tasks.update(json.loads(r["tasks"]))
-    per_token = {"bytes_per_token": round(sums["bytes"] / sums["tokens"], 4)} if sums["tokens"] else {}
-    return {**dict(sums), **per_token, "units": len(rows), "units_done": len(done),
-            "failures": dict(sorted(failures.items())), "tasks": dict(sorted(tasks.items()))}
+def _with_listed_versions(layout: UnitLayout, units: list[Any], table: pa.Table,
+                          errors: dict[str, str]) -> pa.Table:
+    """Each done row's stats file size and version from a fresh listing; a done unit whose stats
+    file is gone is marked failed."""
+    from uvd.engine import list_stats
+
+    listed = list_stats(layout, units)
+    status, error = table.column("status").to_pylist(), table.column("error").to_pylist()
+    sizes, versions = table.column("stats_size").to_pylist(), table.column("stats_version").to_pylist()
+    for i, u in enumerate(units):
+        info = listed.get((u.dataset, u.unit))
+        if status[i] != "done":
+            continue
+        if info is None:
+            status[i], error[i] = "failed", errors.get(u.name, "not built")
+        else:
+            sizes[i], versions[i] = info.size, info.version
+    for name, values in (("status", status), ("error", error), ("stats_size", sizes), ("stats_version", versions)):
+        table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, UNITS_SCHEMA.field(name).type))
+    return table
+
+
+def totals(table: pa.Table) -> dict[str, Any]:
+    """Sums over the done units, counted in Arrow (a table of 10^5 units never becomes Python rows)."""
+    done = table.filter(pc.equal(table.column("status"), "done"))
+    sums = {k: int(pc.sum(done.column(k)).as_py() or 0) for k in _COUNTS}
+    sums["bytes"] = int(pc.sum(done.column("shard_bytes")).as_py() or 0)
+    if done.column("tokens").null_count < done.num_rows:
+        sums["tokens"] = int(pc.sum(done.column("tokens")).as_py() or 0)
+    per_token = {"bytes_per_token": round(sums["bytes"] / sums["tokens"], 4)} if sums.get("tokens") else {}
+    merged: dict[str, Counter[str]] = {"failures": Counter(), "tasks": Counter()}
+    for name, counter in merged.items():
+        for entry in pc.value_counts(done.column(name)).to_pylist():  # distinct JSON objects, with counts
+            for k, v in json.loads(entry["values"]).items():
+                counter[k] += v * entry["counts"]
+    return {**sums, **per_token, "units": table.num_rows, "units_done": done.num_rows,
+            "failures": dict(sorted(merged["failures"].items())), "tasks": dict(sorted(merged["tasks"].items()))}
 
 
 def resolve(base: str, path: str) -> str:

@@ -11,7 +11,7 @@ import json
 import posixpath
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import IO, Any, Callable, Iterable, Iterator, TypeVar
+from typing import IO, Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -106,38 +106,67 @@ def sha256_of(url: str) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-def list_files(url: str, prefixes: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Every file under `url` (recursively) by its name relative to `url`, with size and version.
+class Listed(NamedTuple):
+    size: int
+    version: str  # changes whenever the file is rewritten
+
+
+def list_files(url: str, prefixes: list[str] | None = None, suffix: str = "") -> dict[str, Listed]:
+    """Every file under `url` (recursively) whose name ends with `suffix`, by its name relative to `url`.
 
     One paginated listing (a LIST per 1000 keys on S3), however many files there are; on an
     object store, `prefixes` (of the names under `url`) split it into listings run in parallel.
-    The version changes whenever the file is rewritten: the ETag on object stores, mtime and
-    inode on POSIX (a temp + move makes a new inode).
+    The version is the ETag on object stores, mtime and inode on POSIX (a temp + move makes a
+    new inode). Only matching entries are kept, compactly: a listing of 10^5 units stays small.
     """
     fs, path = fs_and_path(url)
     base = path.rstrip("/") + "/"
     fs.invalidate_cache(path)  # other processes (Ray workers) write here: never answer from a cached listing
+    if uses_rename(fs):
+        return _list_posix(fs, base, suffix)
 
-    def find(prefix: str) -> dict[str, Any]:
+    def find(prefix: str) -> dict[str, Listed]:
         try:
-            return fs.find(path, detail=True, **({"prefix": prefix} if prefix else {}))
+            found = fs.find(path, detail=True, **({"prefix": prefix} if prefix else {}))
         except FileNotFoundError:
             return {}
+        return {name[len(base):]: Listed(int(info.get("size") or 0), str(info.get("ETag") or info.get("VersionId") or ""))
+                for name, info in found.items()
+                if name.endswith(suffix) and name.startswith(base) and info.get("type", "file") == "file"}
 
-    found: dict[str, Any] = {}
-    if prefixes and len(prefixes) > 1 and not uses_rename(fs):
+    if prefixes and len(prefixes) > 1:
+        out: dict[str, Listed] = {}
         for part in parallel_map(find, prefixes):
-            found.update(part)
-    else:
-        found = find("")
+            out.update(part)
+        return out
+    return find("")
+
+
+def list_names(url: str) -> list[str]:
+    """Names of the files under `url` (recursively), relative to it, sorted: one listing, no details."""
+    fs, path = fs_and_path(url)
+    base = path.rstrip("/") + "/"
+    fs.invalidate_cache(path)
+    try:
+        return sorted(n[len(base):] for n in fs.find(path, detail=False) if n.startswith(base))
+    except FileNotFoundError:
+        return []
+
+
+def _list_posix(fs: fsspec.AbstractFileSystem, base: str, suffix: str) -> dict[str, Listed]:
     out = {}
-    for name, info in found.items():
-        if info.get("type", "file") != "file" or not name.startswith(base):
-            continue
-        version = info.get("ETag") or info.get("etag") or info.get("VersionId")
-        if version is None and "mtime" in info:
-            version = f"{info['mtime']}:{info.get('ino', '')}"
-        out[name[len(base):]] = {"size": int(info.get("size") or 0), "version": str(version or "")}
+    try:
+        names = fs.find(base, detail=False)
+    except FileNotFoundError:
+        return {}
+    for name in names:
+        if name.endswith(suffix) and name.startswith(base):
+            try:
+                st = fs.info(name)
+            except FileNotFoundError:  # removed between the listing and now
+                continue
+            if st.get("type", "file") == "file":
+                out[name[len(base):]] = Listed(int(st.get("size") or 0), f"{st.get('mtime', st.get('created', ''))}:{st.get('ino', '')}")
     return out
 
 

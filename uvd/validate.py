@@ -12,7 +12,7 @@ from uvd import codec
 from uvd.manifest import read_manifest, read_units, resolve, shards
 from uvd.schema import AUDIT_SCHEMA, SENTENCE_SCHEMA
 from uvd.shards import iter_rows, open_parquet, read_table
-from uvd.storage import exists, join, list_files, sha256_of
+from uvd.storage import exists, join, list_names, sha256_of
 
 
 def _schema_problem(url: str, expected: Any) -> str | None:
@@ -152,7 +152,7 @@ def validate(out: str, decode_images: bool = True, sample: int | None = None, us
         ids.extend(batch_ids)
     problems.extend(_duplicates(ids))
     for kind in ("sentences", "audit"):
-        for rel in sorted(list_files(join(out, kind))):
+        for rel in list_names(join(out, kind)):
             name = f"{kind}/{rel}"
             if ".tmp-" in rel:
                 problems.append(f"{name}: leftover temporary file")
