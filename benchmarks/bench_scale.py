@@ -60,7 +60,7 @@ def phase(args: argparse.Namespace) -> dict:
     t = time.perf_counter()
     summary = build(cfg, workers=args.workers, use_ray=not args.inline, log=lambda _: None)
     wall = time.perf_counter() - t
-    inside = [st["seconds"]["total"] for st in summary.stats.values()]
+    inside = [summary.unit_stats(name)["seconds"]["total"] for name in summary.stats]
     return {"plan_s": plan_s, "ray_start_s": ray_start, "build_s": wall, "built": summary.built, "skipped": summary.skipped,
             "failed_units": len(summary.failed_units),
             "unit_s": sum(inside) / len(inside) if inside else 0.0,
@@ -104,15 +104,16 @@ def measure(backend: str, units: int, args: argparse.Namespace, count=None) -> d
 
 
 def report(rows: list[dict], workers: int) -> None:
-    print(f"{'backend':7} {'units':>7} {'plan s':>7} {'build s':>8} {'rerun s':>8} {'RSS MB':>7} "
+    print(f"{'backend':7} {'units':>7} {'plan s':>7} {'build s':>8} {'rerun s':>8} {'RSS MB b/r':>10} "
           f"{'manifest B':>10} {'table B':>9} {'req/unit':>8} {'rerun req':>9} {'unit ms':>8} {'wall×w ms':>9} "
           f"{'busy CPU-s':>10}")
     for r in rows:
         f, again = r["first"], r["rerun"]
         per_unit = 1000 * f["build_s"] * max(workers, 1) / r["units"]
         req = f"{f['requests'] / r['units']:.2f}" if "requests" in f else "-"
+        rss = f"{f['peak_rss_kb'] / 1024:.0f}/{again['peak_rss_kb'] / 1024:.0f}"
         print(f"{r['backend']:7} {r['units']:>7} {f['plan_s']:>7.2f} {f['build_s']:>8.1f} {again['build_s']:>8.2f} "
-              f"{max(f['peak_rss_kb'], again['peak_rss_kb']) / 1024:>7.0f} {r['manifest_bytes']:>10} "
+              f"{rss:>10} {r['manifest_bytes']:>10} "
               f"{r['units_table_bytes']:>9} {req:>8} {again.get('requests', '-'):>9} {1000 * f['unit_s']:>8.2f} "
               f"{per_unit:>9.2f} {f['busy_cpu_s']:>10.1f}")
         assert again["built"] == 0 and again["skipped"] == r["units"], again
@@ -124,10 +125,11 @@ def report(rows: list[dict], workers: int) -> None:
             g = {name: (b["first" if name != "rerun" else "rerun"]["build_s"] if name != "plan" else b["first"]["plan_s"])
                  / max((a["first" if name != "rerun" else "rerun"]["build_s"] if name != "plan" else a["first"]["plan_s"]), 1e-9)
                  for name in ("plan", "first", "rerun")}
-            rss = [max(r["first"]["peak_rss_kb"], r["rerun"]["peak_rss_kb"]) for r in (a, b)]
+            added = {ph: (b[ph]["peak_rss_kb"] - a[ph]["peak_rss_kb"]) / (b["units"] - a["units"])
+                     for ph in ("first", "rerun")}
             print(f"growth {backend} {a['units']}→{b['units']} (×{k:g}): plan ×{g['plan']:.1f}, "
-                  f"first build ×{g['first']:.1f}, rerun ×{g['rerun']:.1f}; driver RSS "
-                  f"{(rss[1] - rss[0]) / (b['units'] - a['units']):.2f} KB per added unit")
+                  f"first build ×{g['first']:.1f}, rerun ×{g['rerun']:.1f}; driver peak RSS per added unit "
+                  f"{added['first']:.2f} KB (build), {added['rerun']:.2f} KB (rerun)")
     print("(build s excludes Ray's start-up, "
           + ", ".join(f"{r['first']['ray_start_s']:.1f}" for r in rows) + " s; wall×w ms: build s × workers / units)")
 

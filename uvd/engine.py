@@ -8,6 +8,7 @@ actor pool (tokenizing) decide where units run; everything else about a unit is 
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -183,8 +184,12 @@ class Summary:
     images: int = 0
     failures: Counter = field(default_factory=Counter)
     seconds: float = 0.0
-    # name → stats of units built in this run, kept to what the manifest row needs (a run may build 10^5)
-    stats: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    # name → stats of units built in this run, as compact JSON of what the manifest row needs (a run
+    # may build 10^5 units; one string each is a fraction of the dicts' memory)
+    stats: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def unit_stats(self, name: str) -> dict[str, Any]:
+        return json.loads(self.stats[name])
 
     @property
     def succeeded(self) -> bool:
@@ -193,8 +198,8 @@ class Summary:
 
     def add(self, name: str, stats: dict[str, Any], progress: Any = None) -> None:
         self.built += 1
-        self.stats[name] = {k: v for k, v in stats.items() if k in _ROW_STATS}
-        self.stats[name]["seconds"] = {"total": stats["seconds"]["total"]}
+        kept = {k: v for k, v in stats.items() if k in _ROW_STATS}
+        self.stats[name] = json.dumps({**kept, "seconds": {"total": stats["seconds"]["total"]}}, separators=(",", ":"))
         for k in ("inputs", "ok", "failed", "sentences", "images"):
             setattr(self, k, getattr(self, k) + stats[k])
         self.failures.update(stats["failures"])
@@ -244,13 +249,19 @@ def write_run_manifest(layout: UnitLayout, header: dict[str, Any], units: list[A
                        summary: Summary, recipe_of: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     """The manifest after a run: units found committed at the start plus those this run built (their
     stats came back from the tasks, so no stats file is read again)."""
-    from uvd.manifest import unit_row, write_manifest
+    from uvd.manifest import write_manifest
 
     sweep_temps(layout, (u.dataset for u in units))
     for u in units:
-        if u.name in summary.stats:
-            done[u.name] = unit_row(u.dataset, u.unit, summary.stats[u.name], recipe_of(u))
+        if u.name in summary.stats:  # made into a row only when the table is written, a chunk at a time
+            done[u.name] = functools.partial(_row_of, u, summary.stats[u.name], recipe_of)
     return write_manifest(layout, header, units, done, summary.failed_units)
+
+
+def _row_of(u: Any, stats_json: str, recipe_of: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    from uvd.manifest import unit_row
+
+    return unit_row(u.dataset, u.unit, json.loads(stats_json), recipe_of(u))
 
 
 def short_error(err: BaseException) -> str:

@@ -99,22 +99,31 @@ def write_manifest(layout: UnitLayout, header: dict[str, Any], units: list[Any],
     errors = errors or {}
     old = getattr(done, "table", None)
     old_rows: list[int] = []
-    new_rows: list[dict[str, Any]] = []
+    chunks: list[pa.Table] = []  # new rows, converted to Arrow 10^4 at a time
+    pending: list[dict[str, Any]] = []
+    n_new = 0
+    relist = False
     order: list[int] = []  # ≥ 0: position among the old rows taken; < 0: -(1 + position among the new rows)
     for u in units:
         row = done.get(u.name)
         if isinstance(row, int):
             order.append(len(old_rows))
             old_rows.append(row)
-        else:
-            order.append(-1 - len(new_rows))
-            new_rows.append(row if row is not None else failed_row(u.dataset, u.unit, errors.get(u.name, "not built")))
-    relist = any(r["status"] == "done" and r.get("stats_version") is None for r in new_rows)
-    parts = [old.take(old_rows)] if old_rows else []
-    parts.append(pa.Table.from_pylist(new_rows, schema=UNITS_SCHEMA))
+            continue
+        row = row() if callable(row) else row  # built units: their row is made now (uvd.engine)
+        row = row if row is not None else failed_row(u.dataset, u.unit, errors.get(u.name, "not built"))
+        relist = relist or (row["status"] == "done" and row.get("stats_version") is None)
+        order.append(-1 - n_new)
+        n_new += 1
+        pending.append(row)
+        if len(pending) >= 10_000:
+            chunks.append(pa.Table.from_pylist(pending, schema=UNITS_SCHEMA))
+            pending = []
+    chunks.append(pa.Table.from_pylist(pending, schema=UNITS_SCHEMA))
+    parts = ([old.take(old_rows)] if old_rows else []) + chunks
     n_old = len(old_rows)
     table = pa.concat_tables(parts).take([i if i >= 0 else n_old - 1 - i for i in order])
-    del old_rows, new_rows, order
+    del old_rows, chunks, pending, order
     if relist:
         table = _with_listed_versions(layout, units, table, errors)
     with atomic_open(units_table(layout.base)) as f:
