@@ -30,6 +30,7 @@ UNITS_SCHEMA = pa.schema([
     ("audit_path", pa.string()), ("audit_rows", pa.int64()), ("audit_bytes", pa.int64()), ("audit_sha256", pa.string()),
 ])
 _COUNTS = ("inputs", "ok", "failed", "sentences", "images")
+_GROUP = 8192  # rows per row group of the units table
 
 
 def unit_row(dataset: str, unit: str, stats: dict[str, Any], recipe: dict[str, Any],
@@ -56,7 +57,9 @@ def read_units_table(base: str) -> pa.Table | None:
     try:
         fs, path = fs_and_path(units_table(base))
         with fs.open(path, "rb") as f:
-            table = pq.read_table(f)
+            pf = pq.ParquetFile(f, pre_buffer=False)
+            # batch by batch (row groups of _GROUP rows): decoding buffers stay bounded at 10^5+ units
+            table = pa.Table.from_batches(list(pf.iter_batches(batch_size=_GROUP, use_threads=False)), pf.schema_arrow)
     except (FileNotFoundError, OSError, pa.ArrowInvalid):
         return None
     return table if table.schema.remove_metadata().equals(UNITS_SCHEMA) else None
@@ -127,7 +130,7 @@ def write_manifest(layout: UnitLayout, header: dict[str, Any], units: list[Any],
     if relist:
         table = _with_listed_versions(layout, units, table, errors)
     with atomic_open(units_table(layout.base)) as f:
-        pq.write_table(table, f, compression="zstd")
+        pq.write_table(table, f, compression="zstd", row_group_size=_GROUP)
     manifest = {**header, "schema_version": SCHEMA_VERSION, "totals": totals(table),
                 "units_table": relative(layout.base, units_table(layout.base))}
     write_json(manifest_url(layout.base), manifest)
