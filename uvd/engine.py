@@ -132,25 +132,28 @@ def find_committed(layout: UnitLayout, units: list[Any], recipe_of: Callable[[An
     listed = list_stats(layout, units)
     table = read_units_table(layout.base)
     done = Committed(table)
-    known: dict[tuple[str, str], tuple[int, int, str, str]] = {}
+    # name → (row, stats size, hash of stats version, hash of recipe): hashes keep 10^5 entries small
+    known: dict[str, tuple[int, int, int, int]] = {}
     if table is not None:
-        cols = table.select(["dataset", "unit", "status", "stats_size", "stats_version", "recipe"]).to_pydict()
-        for i, (ds, unit, status, size, version, recipe) in enumerate(zip(*cols.values())):
-            if status == "done":
-                known[(ds, unit)] = (i, size, version, recipe)
-        del cols
+        row = 0
+        for batch in table.select(["dataset", "unit", "status", "stats_size", "stats_version", "recipe"]).to_batches(8192):
+            for ds, unit, status, size, version, recipe in zip(*batch.to_pydict().values()):
+                if status == "done":
+                    known[f"{ds}/{unit}"] = (row, size, hash(version), hash(recipe))
+                row += 1
     to_read: list[tuple[Any, Listed, str]] = []
     for u in units:
-        info = listed.get((u.dataset, u.unit))
+        info = listed.pop((u.dataset, u.unit), None)
         if info is None:
             continue
         want = recipe_json(recipe_of(u))
-        k = known.get((u.dataset, u.unit))
-        if k and info.version and (k[1], k[2]) == (info.size, info.version):
-            if k[3] == want:
+        k = known.pop(u.name, None)
+        if k and info.version and (k[1], k[2]) == (info.size, hash(info.version)):
+            if k[3] == hash(want):
                 done[u.name] = k[0]
             continue
         to_read.append((u, info, want))
+    del listed, known
 
     def read(entry: tuple[Any, Listed, str]) -> dict[str, Any] | None:
         try:
