@@ -23,10 +23,9 @@ import numpy as np
 
 from uvd import codec
 from uvd.audit import AuditLog
-from uvd.engine import (NoProgress, Summary, commit_unit, find_committed, list_stats, short_error,
-                        write_run_manifest)
+from uvd.engine import NoProgress, Summary, commit_unit, find_committed, short_error, write_run_manifest
 from uvd.errors import BadInput
-from uvd.layout import UnitLayout, tokens_root
+from uvd.layout import UnitLayout, list_stats, tokens_root
 from uvd.manifest import read_units, resolve
 from uvd.records import Failed
 from uvd.runner import init_ray

@@ -4,7 +4,8 @@ A unit writes one data shard, its audit shard and, last, its stats file (the com
 a unit without a stats file is not done and is redone. What is done is learnt from one listing
 per dataset folder plus the previous run's units table (uvd.manifest), reading only the stats
 files the listing shows to be new or rewritten, in parallel. Ray tasks (builds) or a Ray Data
-actor pool (tokenizing) decide where units run; everything else about a unit is here.
+actor pool (tokenizing) decide where units run; everything else about a unit is here. A unit
+is any object with `.dataset`, `.unit` and `.name` ("<dataset>/<unit>").
 """
 from __future__ import annotations
 
@@ -14,22 +15,15 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable
 
 from uvd.audit import AuditLog
-from uvd.layout import UnitLayout, relative
+from uvd.layout import UnitLayout, list_stats, relative
+from uvd.manifest import read_units_table, unit_row, write_manifest
 from uvd.shards import ShardWriter
-from uvd.storage import Listed, fs_and_path, list_files, list_names, parallel_map, read_json, uses_rename, write_json
+from uvd.storage import Listed, fs_and_path, list_names, parallel_map, read_json, uses_rename, write_json
 
 logger = logging.getLogger(__name__)
-
-
-class UnitKey(Protocol):
-    dataset: str
-    unit: str
-
-    @property
-    def name(self) -> str: ...
 
 
 class NoProgress:
@@ -82,33 +76,6 @@ def recipe_json(recipe: dict[str, Any]) -> str:
     return json.dumps(recipe, sort_keys=True)
 
 
-def list_stats(layout: UnitLayout, units: Iterable[Any]) -> dict[tuple[str, str], Listed]:
-    """(dataset, unit) → size and version of its stats file: one listing per dataset folder.
-
-    `units` have `.dataset` and `.unit` (a unit "" lists a dataset whose units are unknown). A big
-    folder on an object store is listed in parallel slices by unit-name prefix.
-    """
-    by_dataset: dict[str, list[str]] = {}
-    for u in units:
-        by_dataset.setdefault(u.dataset, []).append(u.unit)
-    found = {}
-    for ds in sorted(by_dataset):
-        listing = list_files(f"{layout.data}/{ds}", _prefixes(by_dataset[ds]), suffix=".stats.json")
-        for name, info in listing.items():
-            if "/" not in name and name.startswith("part-"):
-                found[(ds, name[len("part-"):-len(".stats.json")])] = info
-    return found
-
-
-def _prefixes(units: list[str], per_slice: int = 1000) -> list[str]:
-    """The shortest `part-<unit prefix>` set whose slices hold at most ~`per_slice` units (≈2 LIST pages)."""
-    for k in range(0, max(map(len, units), default=0) + 1):
-        groups: Counter[str] = Counter(u[:k] for u in units)
-        if max(groups.values(), default=0) <= per_slice:
-            return [f"part-{g}" for g in sorted(groups)]
-    return ["part-"]
-
-
 class Committed(dict):
     """Unit name → its units-table row: an index into `table` (the previous run's table) or a row dict.
 
@@ -127,8 +94,6 @@ def find_committed(layout: UnitLayout, units: list[Any], recipe_of: Callable[[An
     A stats file the previous units table recorded at the same version is trusted without a
     read; the others (written by an interrupted run, or rewritten since) are read in parallel.
     """
-    from uvd.manifest import read_units_table, unit_row
-
     listed = list_stats(layout, units)
     table = read_units_table(layout.base)
     done = Committed(table)
@@ -252,8 +217,6 @@ def write_run_manifest(layout: UnitLayout, header: dict[str, Any], units: list[A
                        summary: Summary, recipe_of: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     """The manifest after a run: units found committed at the start plus those this run built (their
     stats came back from the tasks, so no stats file is read again)."""
-    from uvd.manifest import write_manifest
-
     sweep_temps(layout, (u.dataset for u in units))
     for u in units:
         if u.name in summary.stats:  # made into a row only when the table is written, a chunk at a time
@@ -262,8 +225,6 @@ def write_run_manifest(layout: UnitLayout, header: dict[str, Any], units: list[A
 
 
 def _row_of(u: Any, stats_json: str, recipe_of: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
-    from uvd.manifest import unit_row
-
     return unit_row(u.dataset, u.unit, json.loads(stats_json), recipe_of(u))
 
 

@@ -1,9 +1,11 @@
 """Where things live under an output URL (DESIGN.md, "Output layout")."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from typing import Any, Iterable
 
-from uvd.storage import join
+from uvd.storage import Listed, join, list_files
 
 
 def unit_name(index: int) -> str:
@@ -68,3 +70,30 @@ class UnitLayout:
 
     def stats(self, dataset: str, unit: str) -> str:
         return stats_file(self.shard(dataset, unit))
+
+
+def list_stats(layout: UnitLayout, units: Iterable[Any]) -> dict[tuple[str, str], Listed]:
+    """(dataset, unit) → size and version of its stats file: one listing per dataset folder.
+
+    `units` have `.dataset` and `.unit` (a unit "" lists a dataset whose units are unknown). A big
+    folder on an object store is listed in parallel slices by unit-name prefix.
+    """
+    by_dataset: dict[str, list[str]] = {}
+    for u in units:
+        by_dataset.setdefault(u.dataset, []).append(u.unit)
+    found = {}
+    for ds in sorted(by_dataset):
+        listing = list_files(f"{layout.data}/{ds}", _prefixes(by_dataset[ds]), suffix=".stats.json")
+        for name, info in listing.items():
+            if "/" not in name and name.startswith("part-"):
+                found[(ds, name[len("part-"):-len(".stats.json")])] = info
+    return found
+
+
+def _prefixes(units: list[str], per_slice: int = 1000) -> list[str]:
+    """The shortest `part-<unit prefix>` set whose slices hold at most ~`per_slice` units (≈2 LIST pages)."""
+    for k in range(0, max(map(len, units), default=0) + 1):
+        groups: Counter[str] = Counter(u[:k] for u in units)
+        if max(groups.values(), default=0) <= per_slice:
+            return [f"part-{g}" for g in sorted(groups)]
+    return ["part-"]

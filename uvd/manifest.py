@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from uvd.layout import UnitLayout, relative
+from uvd.layout import UnitLayout, list_stats, relative
 from uvd.layout import manifest as manifest_url
 from uvd.layout import units_table
 from uvd.storage import Listed, atomic_open, exists, fs_and_path, join, write_json
@@ -141,8 +141,6 @@ def _with_listed_versions(layout: UnitLayout, units: list[Any], table: pa.Table,
                           errors: dict[str, str]) -> pa.Table:
     """Each done row's stats file size and version from a fresh listing; a done unit whose stats
     file is gone is marked failed."""
-    from uvd.engine import list_stats
-
     listed = list_stats(layout, units)
     status, error = table.column("status").to_pylist(), table.column("error").to_pylist()
     sizes, versions = table.column("stats_size").to_pylist(), table.column("stats_version").to_pylist()
