@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import random
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from uvd import codec
-from uvd.manifest import read_manifest, read_units, resolve, shards
+from uvd.manifest import read_manifest, read_units_table, resolve, shards
 from uvd.schema import AUDIT_SCHEMA, SENTENCE_SCHEMA
 from uvd.shards import iter_rows, open_parquet, read_table
 from uvd.storage import exists, join, list_names, sha256_of
@@ -105,52 +107,64 @@ def _duplicates(ids: list[tuple[str, np.ndarray]]) -> list[str]:
     return problems
 
 
-def _run_batches(out: str, batches: list[list[dict[str, Any]]], size: int, decode: bool,
-                 use_ray: bool) -> list[tuple[list[str], list[Any]]]:
-    if not use_ray or len(batches) <= 1:
-        return [check_batch(out, b, size, decode) for b in batches]
+def _run_batches(out: str, table: pa.Table, rows: list[int], per_task: int, size: int, decode: bool,
+                 use_ray: bool) -> Iterator[tuple[list[str], list[Any]]]:
+    """check_batch over the shards of the table rows `rows`, `per_task` units at a time (rows become
+    Python dicts one batch at a time, so a table of 10^5 units is never all Python)."""
+    batches = (shards(table.take(rows[i:i + per_task]).to_pylist()) for i in range(0, len(rows), per_task))
+    if not use_ray or len(rows) <= per_task:
+        yield from (check_batch(out, b, size, decode) for b in batches)
+        return
     import ray
 
     from uvd.runner import init_ray
 
     init_ray(0)
     task = ray.remote(num_cpus=1)(check_batch)
-    return ray.get([task.remote(out, b, size, decode) for b in batches])
+    limit = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    in_flight: list[Any] = []
+    for b in batches:  # a bounded number of tasks in flight, results in order
+        in_flight.append(task.remote(out, b, size, decode))
+        if len(in_flight) >= limit:
+            yield ray.get(in_flight.pop(0))
+    yield from ray.get(in_flight)
 
 
 def validate(out: str, decode_images: bool = True, sample: int | None = None, use_ray: bool = False,
-             batch: int = 64) -> list[str]:
+             batch: int = 32) -> list[str]:
     """Problems of a finished build: unit status, every shard against its table row, listing leftovers.
 
     `sample` checks the shards of that many units picked at random (seeded), for a quick pass over
-    a huge build; `use_ray` spreads the shard checks over Ray, `batch` shards per task.
+    a huge build; `use_ray` spreads the shard checks over Ray tasks of `batch` units each.
     """
     out = out.rstrip("/")
     problems: list[str] = []
     manifest = read_manifest(out)
     if manifest is None:
         return [f"{out}: no manifest.json (the build has not finished)"]
-    units = read_units(out)
-    if len(units) != manifest["totals"]["units"]:
-        problems.append(f"{out}: units table has {len(units)} units, manifest.json says {manifest['totals']['units']}")
+    table = read_units_table(out)
+    n = table.num_rows if table is not None else 0
+    if n != manifest["totals"]["units"]:
+        problems.append(f"{out}: units table has {n} units, manifest.json says {manifest['totals']['units']}")
+    if table is None:
+        return problems
     size = manifest["config"]["image"]["size"]
-    for u in units:
-        if u["status"] != "done":
-            problems.append(f"unit {u['dataset']}/{u['unit']} not done: {u.get('error')}")
-        elif u["inputs"] != u["ok"] + u["failed"]:
-            problems.append(f"unit {u['dataset']}/{u['unit']}: inputs {u['inputs']} != ok + failed")
-    listed_paths = {s["path"] for s in shards(units)}
-    checked = units
-    if sample is not None and sample < len(units):
-        checked = random.Random(0).sample(units, sample)
-    todo = shards(checked)
-    results = _run_batches(out, [todo[i:i + batch] for i in range(0, len(todo), batch)], size, decode_images,
-                           use_ray)
+    not_done = table.filter(pc.not_equal(table.column("status"), "done"))
+    for u in not_done.select(["dataset", "unit", "error"]).to_pylist():
+        problems.append(f"unit {u['dataset']}/{u['unit']} not done: {u['error']}")
+    done = table.filter(pc.equal(table.column("status"), "done"))
+    unbalanced = done.filter(pc.not_equal(done.column("inputs"), pc.add(done.column("ok"), done.column("failed"))))
+    for u in unbalanced.to_pylist():
+        problems.append(f"unit {u['dataset']}/{u['unit']}: inputs {u['inputs']} != ok + failed")
+    rows = list(range(done.num_rows))
+    if sample is not None and sample < len(rows):
+        rows = sorted(random.Random(0).sample(rows, sample))
     ids = []
-    for probs, batch_ids in results:
+    for probs, batch_ids in _run_batches(out, done, rows, batch, size, decode_images, use_ray):
         problems.extend(probs)
         ids.extend(batch_ids)
     problems.extend(_duplicates(ids))
+    listed_paths = set(done.column("shard_path").to_pylist()) | set(done.column("audit_path").to_pylist())
     for kind in ("sentences", "audit"):
         for rel in list_names(join(out, kind)):
             name = f"{kind}/{rel}"
