@@ -31,7 +31,7 @@ from uvd.records import Failed
 from uvd.runner import init_ray
 from uvd.schema import TOKEN_SCHEMA
 from uvd.shards import ShardWriter, open_parquet
-from uvd.storage import parallel_map, read_json
+from uvd.storage import fs_and_path, parallel_map, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +84,13 @@ def find_sentence_units(sentences_url: str) -> list[TokenUnit]:
 
 
 def _top_folders(url: str) -> list[str]:
-    from uvd.storage import fs_and_path
-
+    """The folders directly under `url` (one listing; the entries say which are folders)."""
     fs, path = fs_and_path(url)
     try:
-        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False) if fs.isdir(p))
+        entries = fs.ls(path, detail=True)
     except FileNotFoundError:
         return []
+    return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory")
 
 
 def _decode_sentence(images: list[bytes], resolution: int) -> np.ndarray:
