@@ -123,9 +123,12 @@ def write_manifest(layout: UnitLayout, header: dict[str, Any], units: list[Any],
             chunks.append(pa.Table.from_pylist(pending, schema=UNITS_SCHEMA))
             pending = []
     chunks.append(pa.Table.from_pylist(pending, schema=UNITS_SCHEMA))
-    parts = ([old.take(old_rows)] if old_rows else []) + chunks
-    n_old = len(old_rows)
-    table = pa.concat_tables(parts).take([i if i >= 0 else n_old - 1 - i for i in order])
+    if n_new == 0 and old is not None and old_rows == list(range(old.num_rows)):
+        table = old  # a rerun of the same plan: the previous table as it is, no copy
+    else:
+        parts = ([old.take(old_rows)] if old_rows else []) + chunks
+        n_old = len(old_rows)
+        table = pa.concat_tables(parts).take([i if i >= 0 else n_old - 1 - i for i in order])
     del old_rows, chunks, pending, order
     if relist:
         table = _with_listed_versions(layout, units, table, errors)
@@ -159,7 +162,8 @@ def _with_listed_versions(layout: UnitLayout, units: list[Any], table: pa.Table,
 
 def totals(table: pa.Table) -> dict[str, Any]:
     """Sums over the done units, counted in Arrow (a table of 10^5 units never becomes Python rows)."""
-    done = table.filter(pc.equal(table.column("status"), "done"))
+    is_done = pc.equal(table.column("status"), "done")
+    done = table if pc.all(is_done).as_py() is not False else table.filter(is_done)
     sums = {k: int(pc.sum(done.column(k)).as_py() or 0) for k in _COUNTS}
     sums["bytes"] = int(pc.sum(done.column("shard_bytes")).as_py() or 0)
     if done.column("tokens").null_count < done.num_rows:

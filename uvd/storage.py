@@ -161,33 +161,33 @@ def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return "file" in protocols
 
 
-def _walk_local(root: str) -> Iterator[tuple[str, os.DirEntry]]:
-    """(name relative to `root`, entry) of every file below it; os.scandir keeps a 10^5-file folder cheap."""
+def _walk_local(root: str, suffix: str = "") -> Iterator[tuple[str, os.DirEntry]]:
+    """(name relative to `root`, entry) of every file below it ending with `suffix`; os.scandir,
+    streamed, keeps a 10^5-file folder cheap."""
     stack = [""]
     while stack:
         rel = stack.pop()
         try:
-            entries = list(os.scandir(os.path.join(root, rel) if rel else root))
+            it = os.scandir(os.path.join(root, rel) if rel else root)
         except (FileNotFoundError, NotADirectoryError):
             continue
-        for e in entries:
-            name = f"{rel}/{e.name}" if rel else e.name
-            if e.is_dir(follow_symlinks=False):
-                stack.append(name)
-            else:
-                yield name, e
+        with it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(f"{rel}/{e.name}" if rel else e.name)
+                elif e.name.endswith(suffix):
+                    yield (f"{rel}/{e.name}" if rel else e.name), e
 
 
 def _list_posix(fs: fsspec.AbstractFileSystem, base: str, suffix: str) -> dict[str, Listed]:
     out = {}
     if _is_local(fs):
-        for name, e in _walk_local(base):
-            if name.endswith(suffix):
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except FileNotFoundError:  # removed between the listing and now
-                    continue
-                out[name] = Listed(st.st_size, f"{st.st_mtime_ns}:{st.st_ino}")
+        for name, e in _walk_local(base, suffix):
+            try:
+                st = e.stat(follow_symlinks=False)
+            except FileNotFoundError:  # removed between the listing and now
+                continue
+            out[name] = Listed(st.st_size, f"{st.st_mtime_ns}:{st.st_ino}")
         return out
     try:
         names = fs.find(base, detail=False)
