@@ -294,7 +294,7 @@ def _run_tokenize(build: Path, tok: Path, use_ray: bool, batch: int, image_batch
     from tokenize_job.vqgan import load_tokenizer
 
     if use_ray:
-        result = job.tokenize(str(build), str(tok), batch_size=batch, image_batch=image_batch, progress=lambda m: None)
+        result = job.tokenize(str(build), str(tok), batch_size=batch, image_batch=image_batch, log=lambda m: None)
         return result.root, len(result.manifest.get("shards", [])), 0.0
     root = job.tokens_root(str(build), load_tokenizer(tok).tokenizer_id)
     units = job.find_sentence_units(str(build))

@@ -34,7 +34,7 @@ def _cfg(root: Path, out: Path, **extra) -> BuildConfig:
 
 
 def _files(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.parquet"))}
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("part-*.parquet"))}
 
 
 def _audit(out: Path, dataset: str) -> dict[str, dict]:

@@ -122,7 +122,7 @@ def test_same_bytes_at_two_urls_end_in_the_dedup_table_and_not_in_the_stream(bui
     # Tokens made before the table existed still hold the duplicate: the trainer's index skips it.
     shutil.move(out / dedup.CONTENT_TABLE, tmp_path / "table.parquet")
     dedup._table.cache_clear()
-    early = tokenize(str(out), str(tmp_path / "tok"), out=str(tmp_path / "early"), use_ray=False, progress=lambda _: None)
+    early = tokenize(str(out), str(tmp_path / "tok"), out=str(tmp_path / "early"), use_ray=False, log=lambda _: None)
     shutil.move(tmp_path / "table.parquet", out / dedup.CONTENT_TABLE)
     dedup._table.cache_clear()
     index = build_index([early.root], None, piece_rows=4)
@@ -132,6 +132,6 @@ def test_same_bytes_at_two_urls_end_in_the_dedup_table_and_not_in_the_stream(bui
         streamed |= {ids[i] for i in piece.row_numbers()}
     assert kept in streamed and dropped not in streamed and len(streamed) == 5
     # The tokenize job itself skips it, audited as a duplicate of the kept sentence.
-    late = tokenize(str(out), str(tmp_path / "tok"), out=str(tmp_path / "late"), use_ray=False, progress=lambda _: None)
+    late = tokenize(str(out), str(tmp_path / "tok"), out=str(tmp_path / "late"), use_ray=False, log=lambda _: None)
     audit = [r for p in glob(late.root, "audit/*/part-*.parquet") for r in read_table(p).to_pylist()]
     assert [r["error"] for r in audit if r["item_id"] == dropped] == [f"duplicate: of {kept} (same content)"]

@@ -46,7 +46,7 @@ def test_killing_the_tokenize_driver_then_rerunning_redoes_only_unfinished_units
     tok = tmp_path / "tokenizer"
     VQGAN(VQGANConfig.tiny()).save_pretrained(tok, name="tiny")
 
-    reference = tokenize(build, str(tok), out=str(tmp_path / "reference"), use_ray=False, progress=lambda _: None)
+    reference = tokenize(build, str(tok), out=str(tmp_path / "reference"), use_ray=False, log=lambda _: None)
     assert reference.ok and reference.ran == UNITS
     ref_root = Path(reference.root)
     root = Path(build) / ref_root.relative_to(tmp_path / "reference")  # same <tokens>/<tokenizer-id>, in the build
@@ -71,13 +71,15 @@ def test_killing_the_tokenize_driver_then_rerunning_redoes_only_unfinished_units
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
     todo = UNITS - len(done_before)
-    assert f"{UNITS} sentence shards, {len(done_before)} already tokenized, {todo} to do" in rerun.stderr
+    output = rerun.stdout + rerun.stderr  # the job reports through logging; the CLI decides the stream
+    assert f"{UNITS} sentence shards, {len(done_before)} already tokenized, {todo} to do" in output
     after = {p.name: p.stat().st_mtime_ns for p in stats_dir.glob("*.stats.json")}
     assert len(after) == UNITS
     assert {n: after[n] for n in mtimes} == mtimes  # finished units were not redone
     redone = {n for n in after if n not in mtimes}
     assert len(redone) == todo and all(after[n] > max(mtimes.values()) for n in redone)
     assert f"tokenize: {todo}/{todo} shards (100%)" in rerun.stderr  # the progress counted the redone units only
+    assert f"tokenize: {UNITS}/{UNITS} units" in output
 
     assert not [p for p in root.rglob("*") if ".tmp-" in p.name]  # no temporaries left behind
     shards = _files(root, "photos/part-*.parquet")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ def quiet(_: str) -> None:
 
 def test_token_shards_match_sentence_shards_unit_by_unit(built: tuple[str, Path]) -> None:
     out, tok = built
-    result = tokenize(out, str(tok), use_ray=False, progress=quiet)
+    result = tokenize(out, str(tok), use_ray=False, log=quiet)
     assert result.ok and result.ran == 3
     units = find_sentence_units(out)
     assert len(units) == 3
@@ -55,19 +56,22 @@ def test_token_shards_match_sentence_shards_unit_by_unit(built: tuple[str, Path]
         st = read_json(stats_file(tpath))
         assert st["inputs"] == st["ok"] + st["failed"] == sent.num_rows
     man = read_json(f"{result.root}/manifest.json")
+    assert man["units_table"] == "manifest/units.parquet"  # written by the unit engine, as for builds
+    rows = read_table(f"{result.root}/manifest/units.parquet").to_pylist()
+    assert [(r["dataset"], r["unit"], r["status"]) for r in rows] == [("photos", u.unit, "done") for u in units]
     assert man["totals"]["sentences"] == 10 and man["totals"]["tokens"] == 10 * 256
     assert result.root.endswith("/tokens/" + man["tokenizer"]["tokenizer_id"])
 
 
 def test_rerun_does_nothing_and_a_lost_unit_is_redone_identically(built: tuple[str, Path]) -> None:
     out, tok = built
-    first = tokenize(out, str(tok), use_ray=False, progress=quiet)
+    first = tokenize(out, str(tok), use_ray=False, log=quiet)
     shards = glob(first.root, "*/part-*.parquet")
     before = {p: sha256_of(p)[0] for p in shards}
-    again = tokenize(out, str(tok), use_ray=False, progress=quiet)
+    again = tokenize(out, str(tok), use_ray=False, log=quiet)
     assert again.ran == 0 and again.skipped == 3
     Path(stats_file(shards[1])).unlink()  # as if the job died before committing this unit
-    redo = tokenize(out, str(tok), use_ray=False, progress=quiet)
+    redo = tokenize(out, str(tok), use_ray=False, log=quiet)
     assert redo.ran == 1
     assert {p: sha256_of(p)[0] for p in shards} == before  # deterministic: byte-identical
 
@@ -85,13 +89,14 @@ def test_a_bad_stored_image_fails_its_sentence_and_is_audited(tmp_path: Path, bu
                "num_images": len(images), "images": images, "meta": "{}"})
     info = w.close()
     write_json(stats_file(shard), {"shard": {"path": shard, "rows": info.rows, "sha256": info.sha256}})
-    result = tokenize(out, str(tok), use_ray=False, progress=quiet)
+    result = tokenize(out, str(tok), use_ray=False, log=quiet)
     st = read_json(stats_file(f"{result.root}/mixed/part-00000.parquet"))
     assert (st["inputs"], st["ok"], st["failed"]) == (4, 2, 2)
     assert st["failures"] == {"decode": 1, "size": 1}
     tokens = read_table(f"{result.root}/mixed/part-00000.parquet")
     assert tokens.column("sentence_id").to_pylist() == ["ok1", "ok2"]
-    audit = read_table(st["audit"]["path"]).to_pylist()
+    assert st["audit"]["path"] == "audit/mixed/part-00000.parquet"  # relative: a tokens folder can move
+    audit = read_table(f"{result.root}/{st['audit']['path']}").to_pylist()
     assert [(r["item_id"], r["status"]) for r in audit] == [("ok1", "ok"), ("broken", "failed"), ("small", "failed"), ("ok2", "ok")]
     assert "tokenizer expects 256" in audit[2]["error"]
 
@@ -128,11 +133,11 @@ def test_cli_and_inspect(built: tuple[str, Path], tmp_path: Path) -> None:
 def test_ray_data_job_gives_the_same_shards(built: tuple[str, Path], tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
     out, tok = built
-    local = tokenize(out, str(tok), use_ray=False, progress=quiet)
+    local = tokenize(out, str(tok), use_ray=False, log=quiet)
     ray.shutdown()  # an earlier test's Ray may still be up in this process
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        remote = tokenize(out, str(tok), out=str(tmp_path / "ray_out"), use_ray=True, progress=quiet)
+        remote = tokenize(out, str(tok), out=str(tmp_path / "ray_out"), use_ray=True, log=quiet)
     finally:
         ray.shutdown()
     assert remote.ok and remote.ran == 3
@@ -143,14 +148,21 @@ def test_ray_data_job_gives_the_same_shards(built: tuple[str, Path], tmp_path: P
 
 def test_manifest_lists_the_shards_with_paths_relative_to_the_output(built: tuple[str, Path], tmp_path: Path) -> None:
     out, _ = built
-    copy = tmp_path / "moved"
-    import shutil
+    from uvd.engine import find_committed
+    from uvd.layout import UnitLayout
+    from uvd.manifest import write_manifest
+    from uvd.plan import PlannedUnit
 
+    # the build's units table names shards relative to the output, so a moved output still resolves
+    planned = [PlannedUnit("photos", u, {}) for u in ("00000", "00001", "00002")]
+    done = find_committed(UnitLayout.sentences(out), planned, lambda u: {})
+    assert len(done) == 3
+    write_manifest(UnitLayout.sentences(out), {}, planned, done)
+    copy = tmp_path / "moved"
     shutil.copytree(Path(out) / "sentences", copy / "sentences")
-    # the build's manifest names shards relative to the output, so a moved output still resolves
-    shards = [{"kind": "sentences", "dataset": "photos", "unit": u, "path": f"sentences/photos/part-{u}.parquet"}
-              for u in ("00000", "00002")]
-    write_json(str(copy / "manifest.json"), {"shards": shards + [{"kind": "audit", "path": "audit/x.parquet"}]})
+    shutil.copytree(Path(out) / "manifest", copy / "manifest")
+    (copy / "sentences" / "photos" / "part-00001.stats.json").unlink()  # uncommitted in the copy
     units = find_sentence_units(str(copy))
     assert [(u.source, u.unit) for u in units] == [("photos", "00000"), ("photos", "00002")]
-    assert all(Path(u.sentences).is_file() and len(u.sentences_sha256) == 64 for u in units)
+    assert all(Path(u.sentences).is_file() and str(copy) in u.sentences and len(u.sentences_sha256) == 64
+               for u in units)

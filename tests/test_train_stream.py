@@ -206,25 +206,31 @@ def test_bad_token_ids_and_missing_shards_are_reported(tmp_path: Path) -> None:
         stream.next()
 
 
+def _token_manifest(root: Path, tokenizer_id: str, units: tuple[int, ...]) -> None:
+    """A tokens manifest (manifest.json + units table) listing `units` of source `video`, as the job writes it."""
+    from uvd.engine import find_committed
+    from uvd.layout import UnitLayout
+    from uvd.manifest import write_manifest
+    from uvd.plan import PlannedUnit
+
+    planned = [PlannedUnit("video", f"{u:05d}", {}) for u in units]
+    layout = UnitLayout.tokens(str(root))
+    write_manifest(layout, {"kind": "tokens", "tokenizer": {"tokenizer_id": tokenizer_id}}, planned,
+                   find_committed(layout, planned, lambda u: {}))
+
+
 def test_manifest_lists_the_shards_and_tokenizers_do_not_mix(tmp_path: Path) -> None:
     from train.shards_index import find_token_shards
-    from uvd.storage import write_json
 
     tok = tmp_path / "build" / "tokens" / "vq-a"
     write_token_shards(tok, "video", units=3, sentences_per_unit=2)
-    listed = [{"kind": "tokens", "source": "video", "unit": f"{u:05d}", "path": f"/elsewhere/part-{u:05d}.parquet"}
-              for u in (0, 2)]
-    write_json(str(tok / "manifest.json"), {"kind": "tokens", "tokenizer": {"tokenizer_id": "vq-a"},
-                                            "shards": listed + [{"kind": "audit", "source": "video", "unit": "00000",
-                                                                 "path": "x"}]})
-    # Listed paths that moved are found in the folder's own layout; part 1 is not listed.
+    _token_manifest(tok, "vq-a", units=(0, 2))
+    # Listed units are found in the folder's own layout (it may have moved); part 1 is not listed.
     assert [Path(p).name for p in find_token_shards([str(tmp_path / "build")])] == ["part-00000.parquet",
                                                                                    "part-00002.parquet"]
     write_token_shards(tmp_path / "build" / "tokens" / "vq-b", "video", units=1, sentences_per_unit=2)
     with pytest.raises(ValueError, match="2 tokenizers' tokens \\['vq-a', 'vq-b'\\]"):
         find_token_shards([str(tmp_path / "build")])
-    write_json(str(tmp_path / "build" / "tokens" / "vq-b" / "manifest.json"),
-               {"kind": "tokens", "tokenizer": {"tokenizer_id": "vq-b"},
-                "shards": [{"kind": "tokens", "source": "video", "unit": "00000", "path": "p"}]})
+    _token_manifest(tmp_path / "build" / "tokens" / "vq-b", "vq-b", units=(0,))
     with pytest.raises(ValueError, match="different tokenizers"):
         find_token_shards([str(tok), str(tmp_path / "build" / "tokens" / "vq-b")])

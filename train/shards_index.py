@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 
 from uvd import storage
 from uvd.dedup import build_root, dropped_ids
-from uvd.layout import stats_file
+from uvd.layout import relative, stats_file
+from uvd.manifest import read_manifest, read_units
 from uvd.schema import read_metadata
 from uvd.shards import open_parquet
 from uvd.storage import fs_and_path
@@ -52,7 +53,7 @@ def find_token_shards(roots: list[str]) -> list[str]:
 
     A root may be a tokenizer folder (<out>/tokens/<id>), a build output (<out>, holding exactly
     one tokenizer's tokens), one source folder, or a single .parquet file. A tokenizer folder's
-    manifest.json lists its shards; without one, committed parts are found by glob. All roots
+    manifest (manifest/units.parquet) lists its shards; without one, committed parts are found by glob. All roots
     must come from one tokenizer: codes of two tokenizers mean different things.
     """
     found: set[str] = set()
@@ -65,13 +66,24 @@ def find_token_shards(roots: list[str]) -> list[str]:
             candidates, tokenizer = _listed_shards(root)
             if tokenizer:
                 tokenizers[root] = tokenizer
-        committed = [c for c in candidates if storage.exists(stats_file(c))]
+        committed = _with_stats(root, candidates)
         if not committed:
             raise FileNotFoundError(f"no committed token shards (part-*.parquet with .stats.json) under {root}")
         found.update(committed)
     if len(set(tokenizers.values())) > 1:
         raise ValueError(f"token folders come from different tokenizers: {tokenizers}")
     return sorted(found)
+
+
+def _with_stats(root: str, candidates: list[str]) -> list[str]:
+    """The candidates whose stats file (commit marker) exists: one listing of the root, not a probe each."""
+    listed = set(storage.list_names(root)) if not root.endswith(".parquet") else set()
+    found = []
+    for c in candidates:
+        rel = relative(root, stats_file(c))
+        if rel in listed or (rel == stats_file(c) and storage.exists(stats_file(c))):
+            found.append(c)
+    return found
 
 
 def _tokenizer_folder(root: str) -> str:
@@ -86,19 +98,13 @@ def _tokenizer_folder(root: str) -> str:
 
 
 def _listed_shards(root: str) -> tuple[list[str], str | None]:
-    """(shard URLs, tokenizer id) from the folder's manifest.json, else by glob."""
-    man_url = storage.join(root, "manifest.json")
-    if storage.exists(man_url):
-        man = storage.read_json(man_url)
-        if man.get("kind") == "tokens":
-            shards = []
-            for entry in man.get("shards", []):
-                if entry.get("kind") != "tokens":
-                    continue
-                # Listed paths are where the job wrote them; a copied folder keeps the layout.
-                here = storage.join(root, entry["source"], f"part-{entry['unit']}.parquet")
-                shards.append(here if storage.exists(here) else entry["path"])
-            return shards, (man.get("tokenizer") or {}).get("tokenizer_id")
+    """(shard URLs, tokenizer id) from the folder's manifest (manifest/units.parquet), else by glob."""
+    man = read_manifest(root)
+    if man and man.get("kind") == "tokens":
+        # Listed by unit; a copied folder keeps the layout, so paths are resolved under this root.
+        shards = [storage.join(root, r["dataset"], f"part-{r['unit']}.parquet")
+                  for r in read_units(root) if r["status"] == "done"]
+        return shards, (man.get("tokenizer") or {}).get("tokenizer_id")
     return storage.glob(root, "*/part-*.parquet") + storage.glob(root, "part-*.parquet"), None
 
 

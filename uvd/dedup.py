@@ -154,14 +154,13 @@ def build_root(sentence_shard_url: str) -> str:
     return parts[0] if len(parts) == 4 and parts[1] == "sentences" else ""
 
 
-def check(out: str, sentence_ids: Iterable[str]) -> list[str]:
+def check(out: str, is_sentence: Callable[[str], bool]) -> list[str]:
     """Problems with the dedup table: every dropped and every kept id must be a sentence of the build."""
     table = duplicates_of(out)
     if not table:
         return []
-    present = set(sentence_ids)
-    problems = [f"{CONTENT_TABLE}: dropped id {d} is no sentence of the build" for d in table if d not in present]
+    problems = [f"{CONTENT_TABLE}: dropped id {d} is no sentence of the build" for d in table if not is_sentence(d)]
     problems += [f"{CONTENT_TABLE}: kept id {k} is no sentence of the build"
-                 for k in sorted(set(table.values())) if k not in present]
+                 for k in sorted(set(table.values())) if not is_sentence(k)]
     problems += [f"{CONTENT_TABLE}: kept id {k} is itself dropped" for k in sorted(set(table.values())) if k in table]
     return problems

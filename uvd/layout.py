@@ -1,7 +1,11 @@
 """Where things live under an output URL (README, "What it writes")."""
 from __future__ import annotations
 
-from uvd.storage import join
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from uvd.storage import Listed, join, list_files
 
 
 def unit_name(index: int) -> str:
@@ -24,5 +28,72 @@ def manifest(out: str) -> str:
     return join(out, "manifest.json")
 
 
+def units_table(out: str) -> str:
+    """The manifest's unit/shard table, beside the small manifest.json."""
+    return join(out, "manifest", "units.parquet")
+
+
+def tokens_root(out: str, tokenizer_id: str) -> str:
+    return join(out, "tokens", tokenizer_id)
+
+
 def relative(out: str, url: str) -> str:
     return url[len(out.rstrip("/")) + 1:] if url.startswith(out.rstrip("/") + "/") else url
+
+
+@dataclass(frozen=True)
+class UnitLayout:
+    """One kind of unit output: `<data>/<dataset>/part-<unit>.parquet` (+ .stats.json) and its audit.
+
+    `base` holds manifest.json and manifest/units.parquet; shard paths are recorded relative to it.
+    """
+
+    base: str
+    data: str
+    audit: str
+
+    @classmethod
+    def sentences(cls, out: str) -> "UnitLayout":
+        out = out.rstrip("/")
+        return cls(out, join(out, "sentences"), join(out, "audit"))
+
+    @classmethod
+    def tokens(cls, root: str) -> "UnitLayout":
+        root = root.rstrip("/")
+        return cls(root, root, join(root, "audit"))
+
+    def shard(self, dataset: str, unit: str) -> str:
+        return join(self.data, dataset, f"part-{unit}.parquet")
+
+    def audit_shard(self, dataset: str, unit: str) -> str:
+        return join(self.audit, dataset, f"part-{unit}.parquet")
+
+    def stats(self, dataset: str, unit: str) -> str:
+        return stats_file(self.shard(dataset, unit))
+
+
+def list_stats(layout: UnitLayout, units: Iterable[Any]) -> dict[tuple[str, str], Listed]:
+    """(dataset, unit) → size and version of its stats file: one listing per dataset folder.
+
+    `units` have `.dataset` and `.unit` (a unit "" lists a dataset whose units are unknown). A big
+    folder on an object store is listed in parallel slices by unit-name prefix.
+    """
+    by_dataset: dict[str, list[str]] = {}
+    for u in units:
+        by_dataset.setdefault(u.dataset, []).append(u.unit)
+    found = {}
+    for ds in sorted(by_dataset):
+        listing = list_files(f"{layout.data}/{ds}", _prefixes(by_dataset[ds]), suffix=".stats.json")
+        for name, info in listing.items():
+            if "/" not in name and name.startswith("part-"):
+                found[(ds, name[len("part-"):-len(".stats.json")])] = info
+    return found
+
+
+def _prefixes(units: list[str], per_slice: int = 1000) -> list[str]:
+    """The shortest `part-<unit prefix>` set whose slices hold at most ~`per_slice` units (≈2 LIST pages)."""
+    for k in range(0, max(map(len, units), default=0) + 1):
+        groups: Counter[str] = Counter(u[:k] for u in units)
+        if max(groups.values(), default=0) <= per_slice:
+            return [f"part-{g}" for g in sorted(groups)]
+    return ["part-"]

@@ -1,4 +1,4 @@
-"""Planning: every dataset's units, numbered in a deterministic order, and which are already done."""
+"""Planning: every dataset's units, numbered in a deterministic order (what is done: uvd.engine)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,9 +6,8 @@ from typing import Any
 
 from uvd import registry
 from uvd.config import BuildConfig, DatasetConfig, parse_model
-from uvd.layout import sentence_shard, stats_file, unit_name
-from uvd.storage import exists, read_json
-from uvd.unit import dataset_hash, make_source, payload_hash
+from uvd.layout import unit_name
+from uvd.unit import make_source
 
 
 @dataclass(frozen=True)
@@ -35,16 +34,3 @@ def plan_dataset(cfg: BuildConfig, ds: DatasetConfig) -> list[PlannedUnit]:
 
 def plan_units(cfg: BuildConfig) -> list[PlannedUnit]:
     return [u for ds in cfg.datasets for u in plan_dataset(cfg, ds)]
-
-
-def committed(cfg: BuildConfig, out: str, u: PlannedUnit) -> bool:
-    """Done means: its stats file exists and was written for this exact dataset recipe and payload."""
-    url = stats_file(sentence_shard(out, u.dataset, u.unit))
-    if not exists(url):
-        return False
-    try:
-        stats = read_json(url)
-    except Exception:
-        return False
-    return (stats.get("dataset_hash") == dataset_hash(cfg, cfg.dataset(u.dataset))
-            and stats.get("payload_hash") == payload_hash(u.payload))

@@ -10,6 +10,7 @@ Nothing is imported until a name is looked up.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from importlib.metadata import entry_points
 from typing import Any
@@ -26,6 +27,7 @@ def register_table(kind: str, module: str) -> None:
         raise ValueError(f"unknown plug-in kind {kind!r}; one of {', '.join(_GROUPS)}")
     if module not in _TABLES[kind]:
         _TABLES[kind].append(module)
+        lookup.cache_clear()  # a new table may shadow a name already looked up
 
 
 def tables() -> dict[str, list[str]]:
@@ -52,6 +54,7 @@ def _builtin(kind: str) -> dict[str, str]:
     return merged
 
 
+@functools.lru_cache(maxsize=None)  # a unit looks its source and builder up; scanning entry points costs ms
 def lookup(kind: str, name: str) -> Any:
     group = _GROUPS[kind]
     builtin = _builtin(kind)

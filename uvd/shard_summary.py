@@ -6,6 +6,7 @@ from typing import Any
 
 from uvd import codec
 from uvd.contact_sheet import grid, save_png
+from uvd.manifest import read_units, resolve, shards
 from uvd.schema import read_metadata
 from uvd.shards import iter_rows, open_parquet, read_table
 from uvd.storage import fs_and_path, glob
@@ -15,6 +16,9 @@ def sentence_shards(path: str) -> list[str]:
     """The committed-or-not sentence shards under an output, a dataset folder, or one file."""
     if path.endswith(".parquet"):
         return [path]
+    rows = read_units(path.rstrip("/"))  # a finished output: its committed shards, without a glob
+    if rows:
+        return sorted(resolve(path.rstrip("/"), s["path"]) for s in shards(rows) if s["kind"] == "sentences")
     for pattern in ("sentences/*/part-*.parquet", "part-*.parquet"):
         found = glob(path, pattern)
         if found:

@@ -4,14 +4,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from uvd.manifest import read_units
 from uvd.shard_summary import sentence_shards
-from uvd.layout import manifest as manifest_url
-from uvd.storage import exists, read_json
 
 
 def shard_sizes(out: str) -> list[int]:
-    if exists(manifest_url(out)):
-        return [s["bytes"] for s in read_json(manifest_url(out))["shards"] if s["kind"] == "sentences"]
+    rows = read_units(out)
+    if rows:
+        return [r["shard_bytes"] for r in rows if r["status"] == "done"]
     from uvd.storage import fs_and_path
 
     return [fs_and_path(u)[0].size(fs_and_path(u)[1]) for u in sentence_shards(out)]

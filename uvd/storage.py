@@ -1,12 +1,18 @@
-"""fsspec access and the commit protocol: write under a temporary name, then move into place."""
+"""fsspec access and the commit protocol: a file appears under its name whole or not at all.
+
+On a POSIX filesystem it is written to a temporary name and moved into place; on an object store
+it is one PUT (or multipart upload), which the store makes visible only when it completes.
+"""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import os
 import posixpath
 import uuid
-from typing import IO, Any, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -22,13 +28,26 @@ def join(base: str, *parts: str) -> str:
     return posixpath.join(base.rstrip("/"), *parts)
 
 
+def uses_rename(fs: fsspec.AbstractFileSystem) -> bool:
+    """POSIX (and the in-memory test filesystem, whose open files are visible at once): temp + move.
+
+    Everything else is treated as an object store, where a move is a copy plus a delete.
+    """
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return bool({"file", "local", "memory"} & set(protocols))
+
+
 @contextlib.contextmanager
 def atomic_open(url: str) -> Iterator[IO[bytes]]:
     """Open `url` for writing; it appears under its name only when the block succeeds.
 
-    A crash leaves at most a `.tmp-…` file, never a half-written file under the real name.
+    A crash leaves at most a `.tmp-…` file on POSIX, and on an object store an unfinished
+    multipart upload, which is not an object: never a half-written file under the real name.
     """
     fs, path = fs_and_path(url)
+    if not uses_rename(fs):
+        yield from _object_store_open(fs, path)
+        return
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
     try:
@@ -39,6 +58,22 @@ def atomic_open(url: str) -> Iterator[IO[bytes]]:
         with contextlib.suppress(Exception):
             fs.rm(tmp)
         raise
+
+
+def _object_store_open(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[IO[bytes]]:
+    # fsspec's buffered file commits on close(), which `with` calls even on an exception; so on
+    # failure the upload is discarded (s3fs aborts the multipart upload) and close() is skipped.
+    f = fs.open(path, "wb")
+    try:
+        yield f
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if hasattr(f, "discard"):
+                f.discard()
+        with contextlib.suppress(Exception):
+            f.closed = True
+        raise
+    f.close()
 
 
 def write_bytes(url: str, data: bytes) -> None:
@@ -72,12 +107,114 @@ def sha256_of(url: str) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-def remove_stale_temps(url: str) -> None:
-    """Remove temporaries a crashed earlier attempt left beside `url`."""
+class Listed(NamedTuple):
+    size: int
+    version: str  # changes whenever the file is rewritten
+
+
+def list_files(url: str, prefixes: list[str] | None = None, suffix: str = "") -> dict[str, Listed]:
+    """Every file under `url` (recursively) whose name ends with `suffix`, by its name relative to `url`.
+
+    One paginated listing (a LIST per 1000 keys on S3), however many files there are; on an
+    object store, `prefixes` (of the names under `url`) split it into listings run in parallel.
+    The version is the ETag on object stores, mtime and inode on POSIX (a temp + move makes a
+    new inode). Only matching entries are kept, compactly: a listing of 10^5 units stays small.
+    """
     fs, path = fs_and_path(url)
-    for stale in fs.glob(f"{path}.tmp-*"):
-        with contextlib.suppress(Exception):
-            fs.rm(stale)
+    base = path.rstrip("/") + "/"
+    fs.invalidate_cache(path)  # other processes (Ray workers) write here: never answer from a cached listing
+    if uses_rename(fs):
+        return _list_posix(fs, base, suffix)
+
+    def find(prefix: str) -> dict[str, Listed]:
+        try:
+            found = fs.find(path, detail=True, **({"prefix": prefix} if prefix else {}))
+        except FileNotFoundError:
+            return {}
+        return {name[len(base):]: Listed(int(info.get("size") or 0), str(info.get("ETag") or info.get("VersionId") or ""))
+                for name, info in found.items()
+                if name.endswith(suffix) and name.startswith(base) and info.get("type", "file") == "file"}
+
+    if prefixes and len(prefixes) > 1:
+        out: dict[str, Listed] = {}
+        for part in parallel_map(find, prefixes):
+            out.update(part)
+        return out
+    return find("")
+
+
+def list_names(url: str) -> list[str]:
+    """Names of the files under `url` (recursively), relative to it, sorted: one listing, no details."""
+    fs, path = fs_and_path(url)
+    if _is_local(fs):
+        return sorted(rel for rel, _ in _walk_local(path))
+    base = path.rstrip("/") + "/"
+    fs.invalidate_cache(path)
+    try:
+        return sorted(n[len(base):] for n in fs.find(path, detail=False) if n.startswith(base))
+    except FileNotFoundError:
+        return []
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols
+
+
+def _walk_local(root: str, suffix: str = "") -> Iterator[tuple[str, os.DirEntry]]:
+    """(name relative to `root`, entry) of every file below it ending with `suffix`; os.scandir,
+    streamed, keeps a 10^5-file folder cheap."""
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        try:
+            it = os.scandir(os.path.join(root, rel) if rel else root)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(f"{rel}/{e.name}" if rel else e.name)
+                elif e.name.endswith(suffix):
+                    yield (f"{rel}/{e.name}" if rel else e.name), e
+
+
+def _list_posix(fs: fsspec.AbstractFileSystem, base: str, suffix: str) -> dict[str, Listed]:
+    out = {}
+    if _is_local(fs):
+        for name, e in _walk_local(base, suffix):
+            try:
+                st = e.stat(follow_symlinks=False)
+            except FileNotFoundError:  # removed between the listing and now
+                continue
+            out[name] = Listed(st.st_size, f"{st.st_mtime_ns}:{st.st_ino}")
+        return out
+    try:
+        names = fs.find(base, detail=False)
+    except FileNotFoundError:
+        return {}
+    for name in names:
+        if name.endswith(suffix) and name.startswith(base):
+            try:
+                st = fs.info(name)
+            except FileNotFoundError:  # removed between the listing and now
+                continue
+            if st.get("type", "file") == "file":
+                out[name[len(base):]] = Listed(int(st.get("size") or 0), f"{st.get('mtime', st.get('created', ''))}:{st.get('ino', '')}")
+    return out
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def parallel_map(fn: Callable[[T], R], items: Iterable[T], threads: int = 16) -> list[R]:
+    """`fn` over `items` on a bounded thread pool (object-store reads are latency, not CPU)."""
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 def glob(url: str, pattern: str) -> list[str]:

@@ -11,13 +11,13 @@ from typing import Any
 from uvd import registry
 from uvd.api import Builder, BuildContext, Source
 from uvd.audit import AuditLog
-from uvd.errors import reason_of
 from uvd.config import BuildConfig, DatasetConfig, parse_model
-from uvd.layout import audit_shard, relative, sentence_shard, stats_file
+from uvd.engine import commit_unit
+from uvd.errors import reason_of
+from uvd.layout import UnitLayout
 from uvd.records import Failed, VisualSentence
 from uvd.seeding import stable_hash
-from uvd.shards import sentence_row, sentence_writer
-from uvd.storage import remove_stale_temps, write_json
+from uvd.shards import ShardWriter, sentence_row, sentence_writer
 
 
 def context(cfg: BuildConfig, ds: DatasetConfig) -> BuildContext:
@@ -43,23 +43,33 @@ def payload_hash(payload: dict[str, Any]) -> str:
     return stable_hash(payload)
 
 
+def recipe(dhash: str, payload: dict[str, Any]) -> dict[str, str]:
+    """What a committed unit must have been built with to count as done (fields of its stats)."""
+    return {"dataset_hash": dhash, "payload_hash": payload_hash(payload)}
+
+
 def run_unit(cfg: BuildConfig, dataset: str, unit: str, payload: dict[str, Any], out: str) -> dict[str, Any]:
     """Build one unit and commit it; returns its stats (also written as the commit marker)."""
-    t0 = time.perf_counter()
     ds = cfg.dataset(dataset)
-    shard_url = sentence_shard(out, ds.key, unit)
-    audit_url = audit_shard(out, ds.key, unit)
-    for url in (shard_url, audit_url, stats_file(shard_url)):
-        remove_stale_temps(url)
-    source, builder = make_source(cfg, ds), make_builder(cfg, ds)
     dhash = dataset_hash(cfg, ds)
     file_meta = {"config_hash": cfg.hash(), "dataset_hash": dhash, "dataset": ds.key, "unit": unit}
-    audit = AuditLog()
+    head = {"dataset": ds.key, "unit": unit, "source": ds.source, "builder": ds.builder, **recipe(dhash, payload)}
+
+    def fill(writer: ShardWriter, audit: AuditLog, seconds: Counter[str]) -> dict[str, Any]:
+        source, builder = make_source(cfg, ds), make_builder(cfg, ds)
+        try:
+            return _build(cfg, ds, unit, payload, source, builder, writer, audit, seconds)
+        finally:
+            source.close()
+
+    return commit_unit(UnitLayout.sentences(out), ds.key, unit,
+                       lambda url: sentence_writer(url, file_meta, cfg.row_group_bytes), fill, file_meta, head)
+
+
+def _build(cfg: BuildConfig, ds: DatasetConfig, unit: str, payload: dict[str, Any], source: Source,
+           builder: Builder, writer: ShardWriter, audit: AuditLog, seconds: Counter[str]) -> dict[str, Any]:
     steps: Counter[str] = Counter()
     by_task: Counter[str] = Counter()
-    seconds = Counter[str]()
-
-    writer = sentence_writer(shard_url, file_meta, cfg.row_group_bytes)
     images = 0
     seen_ids: set[str] = set()
 
@@ -83,52 +93,23 @@ def run_unit(cfg: BuildConfig, dataset: str, unit: str, payload: dict[str, Any],
             images += len(r.images)
             by_task[r.task] += 1
 
-    try:
-        t = time.perf_counter()
-        for item in source.read(payload):
-            seconds["read"] += time.perf_counter() - t
-            if isinstance(item, Failed):
-                audit.fail(item)
-                steps["read_failed"] += 1
-            else:
-                audit.seen(item.item_id)
-                steps["read_ok"] += 1
-                t = time.perf_counter()
-                try:
-                    results = list(builder.process(item))
-                except Exception as err:  # bad input ends in the audit; the unit goes on
-                    results = [Failed(item.item_id, reason_of(err))]
-                seconds["build"] += time.perf_counter() - t
-                emit(results)
+    t = time.perf_counter()
+    for item in source.read(payload):
+        seconds["read"] += time.perf_counter() - t
+        if isinstance(item, Failed):
+            audit.fail(item)
+            steps["read_failed"] += 1
+        else:
+            audit.seen(item.item_id)
+            steps["read_ok"] += 1
             t = time.perf_counter()
-        emit(list(builder.finish()))
-        seconds["build"] += time.perf_counter() - t
-        info = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        source.close()
-
-    audit_info = audit.write(audit_url, file_meta)
-    counts = audit.counts()
-    stats = {
-        "dataset": ds.key,
-        "unit": unit,
-        "source": ds.source,
-        "builder": ds.builder,
-        "dataset_hash": dhash,
-        "payload_hash": payload_hash(payload),
-        **counts,
-        "sentences": info.rows,
-        "images": images,
-        "tasks": dict(sorted(by_task.items())),
-        "steps": dict(steps),
-        # Paths relative to the output, so a finished build can be moved or copied as a whole.
-        "shard": {"path": relative(out, shard_url), "rows": info.rows, "bytes": info.bytes, "sha256": info.sha256},
-        "audit": {"path": relative(out, audit_url), "rows": counts["inputs"], "bytes": audit_info.bytes,
-                  "sha256": audit_info.sha256},
-        "seconds": {k: round(v, 4) for k, v in {**seconds, "total": time.perf_counter() - t0}.items()},
-    }
-    write_json(stats_file(shard_url), stats)  # last: from now on the unit counts as done
-    return stats
+            try:
+                results = list(builder.process(item))
+            except Exception as err:  # bad input ends in the audit; the unit goes on
+                results = [Failed(item.item_id, reason_of(err))]
+            seconds["build"] += time.perf_counter() - t
+            emit(results)
+        t = time.perf_counter()
+    emit(list(builder.finish()))
+    seconds["build"] += time.perf_counter() - t
+    return {"images": images, "tasks": dict(sorted(by_task.items())), "steps": dict(steps)}

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import signal
@@ -28,28 +27,10 @@ def free_port() -> int:
 @contextmanager
 def moto_s3() -> Iterator[dict[str, str]]:
     """Environment variables pointing boto/s3fs at a loopback moto server, with bucket `uvd`."""
-    from moto.server import ThreadedMotoServer
+    from tests.support.counting_s3 import counting_moto
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        import fsspec
-
-        fsspec.filesystem("s3", skip_instance_cache=True).mkdir("uvd")
+    with counting_moto() as (env, _):
         yield env
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        server.stop()
 
 
 @contextmanager

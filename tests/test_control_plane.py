@@ -1,0 +1,151 @@
+"""The control plane at scale: committed state from listings, object-store commit, the manifest table.
+
+Run against a local folder and a moto S3 server on loopback that counts the requests it serves
+(counting requests is not timing: the bound holds on any machine).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.support.counting_s3 import counting_moto
+from tests.support.tiny_units import tiny_config
+from uvd import storage
+from uvd.config import BuildConfig
+from uvd.manifest import read_units
+from uvd.runner import build
+from uvd.cli.validate_cmd import main as validate_main
+from uvd.validate import validate
+
+
+def _build(out: str, units: int, **kw) -> object:
+    return build(BuildConfig.model_validate(tiny_config(out, units, **kw)), use_ray=False)
+
+
+def _names(url: str) -> list[str]:
+    return sorted(storage.list_files(url))
+
+
+def test_rerun_on_s3_builds_nothing_with_a_handful_of_requests():
+    units, datasets = 120, 2
+    with counting_moto() as (_, count):
+        out = "s3://uvd/rerun"
+        first = _build(out, units // datasets, datasets=datasets)
+        assert first.built == units and first.succeeded
+        first_requests = count.total
+        count.reset()
+        again = _build(out, units // datasets, datasets=datasets)
+        assert again.built == 0 and again.skipped == units
+        # listings (a LIST per 1000 keys, at start and end), the old units table, the new manifest
+        assert count.total <= units // 100 + 5 * datasets, count.by_method  # here: 6 (2 LIST, HEAD+GET, 2 PUT)
+        # a first build writes 3 objects per unit and moves none (no COPY, no DELETE)
+        assert count.by_method["DELETE"] == 0
+        assert first_requests <= 4 * units + 10 * datasets, (first_requests, count.by_method)
+        fs, path = storage.fs_and_path(out)
+        assert fs.size(f"{path}/manifest.json") < 64 << 10
+        rows = read_units(out)
+        assert len(rows) == units and all(r["status"] == "done" for r in rows)
+        assert validate(out) == []
+
+
+def test_a_rewritten_stats_file_is_read_again_and_its_unit_redone(tmp_path):
+    out = str(tmp_path / "out")
+    _build(out, 6)
+    marker = Path(out) / "sentences" / "tiny0" / "part-00003.stats.json"
+    stats = json.loads(marker.read_text())
+    stats["dataset_hash"] = "built-by-another-recipe"
+    storage.write_json(str(marker), stats)  # newer than what the units table recorded
+    again = _build(out, 6)
+    assert again.built == 1 and "tiny0/00003" in again.stats
+    assert _build(out, 6).built == 0
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_a_unit_that_crashes_halfway_leaves_nothing_under_its_names(backend, tmp_path):
+    def run(out: str) -> None:
+        summary = _build(out, 3, crash_unit=1, items=3)
+        assert list(summary.failed_units) == ["tiny0/00001"]
+        assert "disk on fire" in summary.failed_units["tiny0/00001"]
+        for kind in ("sentences", "audit"):
+            names = _names(f"{out}/{kind}/tiny0")
+            assert not any("00001" in n for n in names), names  # no shard, no audit, no temp, no marker
+        assert _names(f"{out}/sentences/tiny0") == ["part-00000.parquet", "part-00000.stats.json",
+                                                    "part-00002.parquet", "part-00002.stats.json"]
+        assert any("tiny0/00001 not done" in p for p in validate(out))
+        # the rerun redoes only the crashed unit (which crashes again, still leaving nothing)
+        assert _build(out, 3, crash_unit=1, items=3).built == 0
+
+    if backend == "local":
+        run(str(tmp_path / "out"))
+    else:
+        with counting_moto():
+            run("s3://uvd/crash")
+
+
+def test_a_failed_multipart_upload_on_s3_is_aborted_and_never_visible():
+    with counting_moto():
+        fs, _ = storage.fs_and_path("s3://uvd/x")
+        fs.default_block_size = 5 << 20  # small parts, so 12 MB goes out as a multipart upload
+        with pytest.raises(RuntimeError, match="writer died"):
+            with storage.atomic_open("s3://uvd/big/part-00000.parquet") as f:
+                for _ in range(12):
+                    f.write(b"x" * (1 << 20))
+                assert f.mpu is not None  # parts were already uploaded
+                raise RuntimeError("writer died")
+        assert not fs.exists("uvd/big/part-00000.parquet")
+        assert not fs.call_s3("list_multipart_uploads", Bucket="uvd").get("Uploads")
+        storage.write_bytes("s3://uvd/big/ok.bin", b"whole")
+        assert fs.cat("uvd/big/ok.bin") == b"whole"
+
+
+def test_manifest_json_is_small_and_the_units_table_is_parquet(tmp_path):
+    out = tmp_path / "out"
+    _build(str(out), 300)
+    man = json.loads((out / "manifest.json").read_text())
+    assert (out / "manifest.json").stat().st_size < 8 << 10  # independent of the unit count
+    assert man["units_table"] == "manifest/units.parquet" and "units" not in man and "shards" not in man
+    assert man["totals"]["units"] == man["totals"]["units_done"] == 300
+    table = pq.read_table(out / "manifest" / "units.parquet")
+    assert table.num_rows == 300 and set(table.column("status").to_pylist()) == {"done"}
+    assert sum(table.column("shard_bytes").to_pylist()) == man["totals"]["bytes"]
+
+
+def test_validate_sample_checks_only_the_sampled_units(tmp_path, capsys):
+    out = tmp_path / "out"
+    _build(str(out), 12)
+    for victim in range(12):  # damage every sentence shard: which are reported says which were checked
+        shard = out / "sentences" / "tiny0" / f"part-{victim:05d}.parquet"
+        shard.write_bytes(shard.read_bytes()[:-8] + b"damaged!")
+    full = [p for p in validate(str(out)) if "sha256/bytes differ" in p]
+    sampled = [p for p in validate(str(out), sample=3) if "sha256/bytes differ" in p]
+    assert len(full) == 12 and len(sampled) == 3 and set(sampled) <= set(full)
+    assert validate_main([str(out), "--sample", "2", "--no-ray", "--no-decode"]) == 1
+
+
+def test_validate_on_s3_and_in_batches(tmp_path):
+    with counting_moto():
+        out = "s3://uvd/v"
+        _build(out, 9)
+        assert validate(out, batch=2) == []
+        fs, path = storage.fs_and_path(out)
+        fs.pipe(f"{path}/sentences/tiny0/part-00042.parquet", b"PAR1")
+        assert any("part-00042.parquet: shard not in the manifest" in p for p in validate(out, batch=2))
+
+
+@pytest.mark.slow
+def test_validate_runs_on_ray(tmp_path):
+    import ray
+
+    out = tmp_path / "out"
+    _build(str(out), 8)
+    (out / "sentences" / "tiny0" / "part-00005.parquet").write_bytes(b"PAR1 broken")
+    ray.shutdown()
+    try:
+        problems = validate(str(out), use_ray=True, batch=3)
+    finally:
+        ray.shutdown()
+    assert any("part-00005.parquet" in p for p in problems)
+    assert not any("part-00004" in p for p in problems)
