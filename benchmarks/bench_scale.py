@@ -41,10 +41,12 @@ def busy_cpu_s() -> float:
 def phase(args: argparse.Namespace) -> dict:
     """One phase in this (child) process: plan + build, reporting times and this driver's peak RSS."""
     from tests.support.tiny_units import tiny_config
+    from uvd.cli.plugins import register_builtin
     from uvd.config import BuildConfig
     from uvd.plan import plan_units
     from uvd.runner import build
 
+    register_builtin()  # `single` by name, as the CLI registers it
     cfg = BuildConfig.model_validate(tiny_config(args.out, args.units, fail=not args.work,
                                                  max_in_flight=4 * max(args.workers, 1)))
     t = time.perf_counter()
