@@ -10,7 +10,7 @@ from typing import Any
 import uvd
 from uvd import registry
 from uvd.config import BuildConfig
-from uvd.dedup import write_content_table
+from uvd.dedup import CONTENT_TABLE, write_content_table
 from uvd.engine import Summary, find_committed, short_error, write_run_manifest
 from uvd.layout import UnitLayout
 from uvd.plan import PlannedUnit, plan_units
@@ -128,6 +128,7 @@ def build(cfg: BuildConfig, out: str | None = None, workers: int | None = None, 
                 _run_inline(cfg, out, pending, summary, t0, bar)
     summary.seconds = time.perf_counter() - t0
     write_content_table(out, changed=bool(pending))
-    header = {"uvd_version": uvd.__version__, "config_hash": cfg.hash(), "config": cfg.model_dump(mode="json")}
+    header = {"uvd_version": uvd.__version__, "config_hash": cfg.hash(), "config": cfg.model_dump(mode="json"),
+              "dedup_table": CONTENT_TABLE}
     write_run_manifest(layout, header, planned, done, summary, lambda u: recipe(dhash[u.dataset], u.payload))
     return summary
