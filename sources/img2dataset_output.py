@@ -73,6 +73,7 @@ def sample_key(name: str) -> tuple[str, str]:
 
 class Img2datasetSource(Source):
     name = "img2dataset"
+    content_hashes = True
     Options = Img2datasetOptions
 
     # ---- layout ----

@@ -132,6 +132,7 @@ def metadata_file(options: LaionOptions, path: str, fmt: str | None = None) -> M
 
 class LaionSource(Source):
     name = "laion"
+    content_hashes = True
     Options = LaionOptions
 
     def _file(self, path: str, fmt: str | None = None) -> MetadataFile:

@@ -149,3 +149,15 @@ def test_validate_runs_on_ray(tmp_path):
         ray.shutdown()
     assert any("part-00005.parquet" in p for p in problems)
     assert not any("part-00004" in p for p in problems)
+
+
+def test_a_build_without_downloads_reads_no_shard_for_the_content_dedup_table(tmp_path, monkeypatch):
+    from uvd import dedup
+
+    read = []
+    monkeypatch.setattr(dedup, "_content_keys", lambda item: read.append(item) or [])
+    summary = _build(str(tmp_path / "out"), 6, fail=False)
+    assert summary.succeeded and summary.sentences > 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert read == [] and "dedup_table" not in manifest
+    assert not (tmp_path / "out" / "dedup").exists()

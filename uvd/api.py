@@ -46,6 +46,9 @@ class BuildContext:
 class Source:
     name: ClassVar[str] = ""
     Options: ClassVar[type[Strict]] = NoOptions
+    # True when its items record the sha256 of their downloaded bytes (provenance "sha256"): only
+    # these datasets' shards are read at build end for the build-wide content dedup table.
+    content_hashes: ClassVar[bool] = False
 
     def __init__(self, options: Any, ctx: BuildContext) -> None:
         self.options = options

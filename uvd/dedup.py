@@ -103,18 +103,21 @@ def _content_keys(item: tuple[int, str]) -> Iterable[Triple]:
                 yield sha, (index, row), sid
 
 
-def committed_shards(out: str) -> list[str]:
-    """Sentence shards with their stats file (committed), sorted by dataset and unit: one listing."""
-    return [s[: -len(".stats.json")] + ".parquet" for s in glob(out, "sentences/*/part-*.stats.json")]
+def committed_shards(out: str, datasets: list[str]) -> list[str]:
+    """Committed sentence shards (with their stats file) of `datasets`, sorted by dataset and unit:
+    one listing per dataset."""
+    return [s[: -len(".stats.json")] + ".parquet"
+            for ds in sorted(datasets) for s in glob(out, f"sentences/{ds}/part-*.stats.json")]
 
 
-def write_content_table(out: str, changed: bool = True) -> int:
-    """Find exact content duplicates across the committed shards of `out` and write the dedup
-    table (an empty table when there are none). Returns the number of dropped sentences.
-    `changed=False` (a rerun that built nothing) keeps an existing table instead of rereading every shard."""
+def write_content_table(out: str, datasets: list[str], changed: bool = True) -> int:
+    """Find exact content duplicates across the committed shards of `datasets` (those whose source
+    records content hashes) and write the dedup table (an empty table when there are none).
+    Returns the number of dropped sentences. `changed=False` (nothing of those datasets was built
+    this run) keeps an existing table instead of rereading every shard."""
     if not changed and exists(join(out, CONTENT_TABLE)):
         return len(duplicates_of(out))
-    shards = committed_shards(out)
+    shards = committed_shards(out, datasets)
     dropped = first_wins(list(enumerate(shards)), _content_keys, partitions=max(16, -(-len(shards) // 1000)))
     rows = {"kept": [d[2] for d in dropped], "dropped": [d[1] for d in dropped], "sha256": [d[3] for d in dropped]}
     table = pa.table(rows, schema=DEDUP_SCHEMA)

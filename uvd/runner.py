@@ -127,8 +127,10 @@ def build(cfg: BuildConfig, out: str | None = None, workers: int | None = None, 
             else:
                 _run_inline(cfg, out, pending, summary, t0, bar)
     summary.seconds = time.perf_counter() - t0
-    write_content_table(out, changed=bool(pending))
-    header = {"uvd_version": uvd.__version__, "config_hash": cfg.hash(), "config": cfg.model_dump(mode="json"),
-              "dedup_table": CONTENT_TABLE}
+    header = {"uvd_version": uvd.__version__, "config_hash": cfg.hash(), "config": cfg.model_dump(mode="json")}
+    hashed = [ds.key for ds in cfg.datasets if registry.lookup("source", ds.source).content_hashes]
+    if hashed:  # only downloads record content hashes: other datasets' shards are never reread here
+        write_content_table(out, hashed, changed=any(u.dataset in hashed for u in pending))
+        header["dedup_table"] = CONTENT_TABLE
     write_run_manifest(layout, header, planned, done, summary, lambda u: recipe(dhash[u.dataset], u.payload))
     return summary
