@@ -73,7 +73,7 @@ def decode_annotation(data: bytes, max_pixels: int, ignore_index: int | None) ->
 
 def _files_by_stem(folder: str, suffixes: set[str]) -> dict[str, str]:
     """Stem → URL of the files directly in `folder`."""
-    return {posixpath.splitext(rel)[0]: url for rel, url in list_files(folder, suffixes) if "/" not in rel}
+    return {posixpath.splitext(rel)[0]: url for rel, url in list_files(folder, suffixes, top_level=True)}
 
 
 class AnnotatedVideoSource(Source):

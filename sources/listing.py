@@ -20,13 +20,15 @@ def _as_url(fs: object, url: str, path: str) -> str:
     return fs.unstrip_protocol(path) if is_remote(url) else path  # type: ignore[attr-defined]
 
 
-def list_files(root: str, suffixes: list[str] | set[str] | None = None) -> list[tuple[str, str]]:
-    """(path relative to root, URL) of every file under root (with one of `suffixes`), sorted."""
+def list_files(root: str, suffixes: list[str] | set[str] | None = None,
+               top_level: bool = False) -> list[tuple[str, str]]:
+    """(path relative to root, URL) of every file under root (with one of `suffixes`), sorted;
+    `top_level`: the files directly in root only, without listing its sub-folders."""
     fs, base = fs_and_path(root)
     base = base.rstrip("/")
     wanted = {s.lower() for s in suffixes} if suffixes is not None else None
     found = []
-    for p in fs.find(base):
+    for p in fs.find(base, maxdepth=1 if top_level else None):
         rel = p[len(base) + 1:] if p.startswith(base + "/") else posixpath.basename(p)
         if wanted is None or posixpath.splitext(rel)[1].lower() in wanted:
             found.append((rel, _as_url(fs, root, p)))

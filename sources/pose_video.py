@@ -63,7 +63,7 @@ def _files(path: str) -> list[str]:
     """The annotation files: `path` itself, or the .json files directly in that folder (URLs of its store)."""
     if not is_dir(path):
         return [path]
-    files = [url for rel, url in list_files(path, [".json"]) if "/" not in rel]
+    files = [url for _, url in list_files(path, [".json"], top_level=True)]
     if not files:
         raise ConfigError(f"pose_video: no JSON file in {path}")
     return files

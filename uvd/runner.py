@@ -115,7 +115,11 @@ def build(cfg: BuildConfig, out: str | None = None, workers: int | None = None, 
     layout = UnitLayout.sentences(out)
     planned = plan_units(cfg)
     dhash = {ds.key: dataset_hash(cfg, ds) for ds in cfg.datasets}  # once per dataset, not per unit
-    done = find_committed(layout, planned, lambda u: recipe(dhash[u.dataset], u.payload))
+
+    def recipe_of(u: PlannedUnit) -> dict[str, str]:
+        return recipe(dhash[u.dataset], u.payload)
+
+    done = find_committed(layout, planned, recipe_of)
     pending = [u for u in planned if u.name not in done]
     summary = Summary(units=len(planned), skipped=len(planned) - len(pending))
     logger.info("plan: %d units in %d datasets; %d already done, %d to build → %s",
@@ -132,5 +136,5 @@ def build(cfg: BuildConfig, out: str | None = None, workers: int | None = None, 
     if hashed:  # only downloads record content hashes: other datasets' shards are never reread here
         write_content_table(out, hashed, changed=any(u.dataset in hashed for u in pending))
         header["dedup_table"] = CONTENT_TABLE
-    write_run_manifest(layout, header, planned, done, summary, lambda u: recipe(dhash[u.dataset], u.payload))
+    write_run_manifest(layout, header, planned, done, summary, recipe_of)
     return summary
