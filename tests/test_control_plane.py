@@ -161,3 +161,45 @@ def test_a_build_without_downloads_reads_no_shard_for_the_content_dedup_table(tm
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert read == [] and "dedup_table" not in manifest
     assert not (tmp_path / "out" / "dedup").exists()
+
+
+def test_a_rerun_of_the_same_plan_leaves_the_units_table_as_it_is(tmp_path):
+    out = tmp_path / "out"
+    _build(str(out), 20)
+    table = out / "manifest" / "units.parquet"
+    before = (table.stat().st_mtime_ns, table.stat().st_ino, table.read_bytes())
+    totals = json.loads((out / "manifest.json").read_text())["totals"]
+    assert _build(str(out), 20).built == 0
+    assert (table.stat().st_mtime_ns, table.stat().st_ino, table.read_bytes()) == before
+    assert json.loads((out / "manifest.json").read_text())["totals"] == totals
+    # a bigger plan (one more dataset) rewrites it, the old rows carried over in plan order
+    old_sha = pq.read_table(table).column("shard_sha256").to_pylist()
+    assert _build(str(out), 20, datasets=2).built == 20
+    rows = read_units(str(out))
+    assert [r["dataset"] for r in rows] == ["tiny0"] * 20 + ["tiny1"] * 20 and {r["status"] for r in rows} == {"done"}
+    assert [r["shard_sha256"] for r in rows[:20]] == old_sha
+
+
+def test_a_table_out_of_plan_order_is_indexed_and_no_stats_file_is_read(tmp_path, monkeypatch):
+    out = str(tmp_path / "out")
+    cfg = tiny_config(out, 4, datasets=2)
+    build(BuildConfig.model_validate(cfg), use_ray=False)
+    cfg["datasets"].reverse()  # same units, another plan order: the table no longer lines up with it
+    reads = []
+    real = storage.read_json
+    monkeypatch.setattr("uvd.engine.read_json", lambda url: reads.append(url) or real(url))
+    again = build(BuildConfig.model_validate(cfg), use_ray=False)
+    assert again.built == 0 and again.skipped == 8 and reads == []
+    assert [r["dataset"] for r in read_units(out)] == ["tiny1"] * 4 + ["tiny0"] * 4
+
+
+def test_an_s3_listing_keeps_only_what_it_asked_for(tmp_path):
+    with counting_moto():
+        out = "s3://uvd/listing"
+        _build(out, 30)
+        fs, path = storage.fs_and_path(out)
+        fs.invalidate_cache()
+        listed = storage.list_files(f"{out}/sentences/tiny0", suffix=".stats.json")
+        assert sorted(listed) == [f"part-{i:05d}.stats.json" for i in range(30)]
+        assert all(v.size > 0 and v.version for v in listed.values())
+        assert not fs.dircache  # the pages were filtered as they came, nothing cached about the shards

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 
 from uvd.audit import AuditLog
 from uvd.layout import UnitLayout, list_stats, relative
-from uvd.manifest import read_units_table, unit_row, write_manifest
+from uvd.manifest import iter_units_index, unit_row, write_manifest
 from uvd.shards import ShardWriter
 from uvd.storage import Listed, fs_and_path, list_names, parallel_map, read_json, uses_rename, write_json
 
@@ -77,14 +77,15 @@ def recipe_json(recipe: dict[str, Any]) -> str:
 
 
 class Committed(dict):
-    """Unit name → its units-table row: an index into `table` (the previous run's table) or a row dict.
+    """Unit name → its units-table row: an index into the previous run's table or a row dict.
 
-    Rows the previous table holds stay in Arrow (compact) instead of becoming Python dicts.
+    Rows the previous table holds stay in its file (`base`'s units table): uvd.manifest reads
+    it again only if the table must be rewritten, so a rerun never holds it in memory.
     """
 
-    def __init__(self, table: Any = None) -> None:
+    def __init__(self, base: str | None = None) -> None:
         super().__init__()
-        self.table = table
+        self.base = base
 
 
 def find_committed(layout: UnitLayout, units: list[Any], recipe_of: Callable[[Any], dict[str, Any]],
@@ -93,32 +94,38 @@ def find_committed(layout: UnitLayout, units: list[Any], recipe_of: Callable[[An
 
     A stats file the previous units table recorded at the same version is trusted without a
     read; the others (written by an interrupted run, or rewritten since) are read in parallel.
+    The table is read a batch at a time in step with the plan (it is written in plan order);
+    only when the plan changed is an index of it built.
     """
     listed = list_stats(layout, units)
-    table = read_units_table(layout.base)
-    done = Committed(table)
-    # name → (row, stats size, hash of stats version, hash of recipe): hashes keep 10^5 entries small
-    known: dict[str, tuple[int, int, int, int]] = {}
-    if table is not None:
-        row = 0
-        for batch in table.select(["dataset", "unit", "status", "stats_size", "stats_version", "recipe"]).to_batches(8192):
-            for ds, unit, status, size, version, recipe in zip(*batch.to_pydict().values()):
-                if status == "done":
-                    known[f"{ds}/{unit}"] = (row, size, hash(version), hash(recipe))
-                row += 1
+    done = Committed(layout.base)
+    rows = iter_units_index(layout.base)
+    index: dict[str, tuple[int, int, int, int]] | None = None  # name → (row, size, hash(version), hash(recipe))
+
+    def entry(r: tuple) -> tuple[int, int, int, int]:
+        return r[0], r[4], hash(r[5]), hash(r[6])
+
     to_read: list[tuple[Any, Listed, str]] = []
     for u in units:
         info = listed.pop((u.dataset, u.unit), None)
+        k = None
+        if index is None:
+            r = next(rows, None)
+            if r is not None and r[1] == u.dataset and r[2] == u.unit:
+                k = entry(r) if r[3] == "done" else None
+            else:  # the plan changed since the table was written: index what is left of it
+                index = {f"{x[1]}/{x[2]}": entry(x) for x in ([r] if r else []) + list(rows) if x[3] == "done"}
+        if index is not None:
+            k = index.pop(u.name, None)
         if info is None:
             continue
         want = recipe_json(recipe_of(u))
-        k = known.pop(u.name, None)
         if k and info.version and (k[1], k[2]) == (info.size, hash(info.version)):
             if k[3] == hash(want):
                 done[u.name] = k[0]
             continue
         to_read.append((u, info, want))
-    del listed, known
+    del listed, index
 
     def read(entry: tuple[Any, Listed, str]) -> dict[str, Any] | None:
         try:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from uvd.storage import Listed, join, list_files
 
@@ -72,7 +73,31 @@ class UnitLayout:
         return stats_file(self.shard(dataset, unit))
 
 
-def list_stats(layout: UnitLayout, units: Iterable[Any]) -> dict[tuple[str, str], Listed]:
+class StatsListing(Mapping):
+    """(dataset, unit) → Listed of its stats file, held as the per-dataset listings themselves
+    (file name → Listed): a listing of 10^5 units is not copied under new keys."""
+
+    def __init__(self, by_dataset: dict[str, dict[str, Listed]]) -> None:
+        self._by = by_dataset
+
+    def __getitem__(self, key: tuple[str, str]) -> Listed:
+        ds, unit = key
+        return self._by[ds][f"part-{unit}.stats.json"]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for ds, listing in self._by.items():
+            for name in listing:
+                yield ds, name[len("part-"):-len(".stats.json")]
+
+    def __len__(self) -> int:
+        return sum(map(len, self._by.values()))
+
+    def pop(self, key: tuple[str, str], default: Any = None) -> Any:
+        listing = self._by.get(key[0])
+        return default if listing is None else listing.pop(f"part-{key[1]}.stats.json", default)
+
+
+def list_stats(layout: UnitLayout, units: Iterable[Any]) -> StatsListing:
     """(dataset, unit) → size and version of its stats file: one listing per dataset folder.
 
     `units` have `.dataset` and `.unit` (a unit "" lists a dataset whose units are unknown). A big
@@ -84,10 +109,10 @@ def list_stats(layout: UnitLayout, units: Iterable[Any]) -> dict[tuple[str, str]
     found = {}
     for ds in sorted(by_dataset):
         listing = list_files(f"{layout.data}/{ds}", _prefixes(by_dataset[ds]), suffix=".stats.json")
-        for name, info in listing.items():
-            if "/" not in name and name.startswith("part-"):
-                found[(ds, name[len("part-"):-len(".stats.json")])] = info
-    return found
+        for name in [n for n in listing if "/" in n or not n.startswith("part-")]:
+            del listing[name]
+        found[ds] = listing
+    return StatsListing(found)
 
 
 def _prefixes(units: list[str], per_slice: int = 1000) -> list[str]:

@@ -5,9 +5,10 @@ manifest.json stays a few KB whatever the unit count; readers that need units or
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -52,17 +53,54 @@ def failed_row(dataset: str, unit: str, error: str) -> dict[str, Any]:
     return {"dataset": dataset, "unit": unit, "status": "failed", "error": error}
 
 
-def read_units_table(base: str) -> pa.Table | None:
-    """The units table under `base`; None when there is none, or it is unreadable or of another schema."""
+@contextlib.contextmanager
+def _open_table(base: str) -> Iterator[pq.ParquetFile | None]:
+    """The units table under `base` opened for reading; None when there is none or it has another schema."""
     try:
         fs, path = fs_and_path(units_table(base))
-        with fs.open(path, "rb") as f:
+        f = fs.open(path, "rb")
+    except (FileNotFoundError, OSError):
+        yield None
+        return
+    with f:
+        try:
             pf = pq.ParquetFile(f, pre_buffer=False)
+        except (OSError, pa.ArrowInvalid):
+            pf = None
+        yield pf if pf is not None and pf.schema_arrow.remove_metadata().equals(UNITS_SCHEMA) else None
+
+
+def read_units_table(base: str, columns: list[str] | None = None) -> pa.Table | None:
+    """The units table under `base` (or those `columns` of it); None when there is none, or it is
+    unreadable or of another schema."""
+    try:
+        with _open_table(base) as pf:
+            if pf is None:
+                return None
             # batch by batch (row groups of _GROUP rows): decoding buffers stay bounded at 10^5+ units
-            table = pa.Table.from_batches(list(pf.iter_batches(batch_size=_GROUP, use_threads=False)), pf.schema_arrow)
-    except (FileNotFoundError, OSError, pa.ArrowInvalid):
+            batches = list(pf.iter_batches(batch_size=_GROUP, columns=columns, use_threads=False))
+            schema = pf.schema_arrow if columns is None else pa.schema([pf.schema_arrow.field(c) for c in columns])
+            return pa.Table.from_batches(batches, schema)
+    except (OSError, pa.ArrowInvalid):
         return None
-    return table if table.schema.remove_metadata().equals(UNITS_SCHEMA) else None
+
+
+def iter_units_index(base: str) -> Iterator[tuple[int, str, str, str, int, str, str]]:
+    """(row, dataset, unit, status, stats_size, stats_version, recipe) of each row of the units table
+    under `base`, read a batch at a time. Nothing when there is no readable table of this schema; a
+    table unreadable halfway ends early (the units after it are then checked by their stats files)."""
+    columns = ["dataset", "unit", "status", "stats_size", "stats_version", "recipe"]
+    row = 0
+    try:
+        with _open_table(base) as pf:
+            if pf is None:
+                return
+            for batch in pf.iter_batches(batch_size=_GROUP, columns=columns, use_threads=False):
+                for values in zip(*(batch.column(c).to_pylist() for c in columns)):
+                    yield (row, *values)
+                    row += 1
+    except (OSError, pa.ArrowInvalid):
+        return
 
 
 def read_units(base: str) -> list[dict[str, Any]]:
@@ -94,70 +132,70 @@ def write_manifest(layout: UnitLayout, header: dict[str, Any], units: list[Any],
                    errors: dict[str, str] | None = None) -> dict[str, Any]:
     """Write manifest/units.parquet (every planned unit, in plan order) and then manifest.json.
 
-    `done` maps committed units to their row: a dict, or an index into `done.table` (the previous
-    table, see uvd.engine.Committed), whose rows are carried over in Arrow. When the run wrote
-    stats files, one more listing per dataset records their versions, so the next run trusts
-    them without reading them; a run that built nothing lists nothing again.
+    `done` maps committed units to their row: a dict (or a callable making it), or an index into
+    the previous table (`done.base`'s, see uvd.engine.Committed), whose rows are carried over in
+    Arrow. A rerun that finds every unit at its place in the previous table leaves that file as
+    it is. Otherwise the table is written a chunk of units at a time. When the run wrote stats
+    files, one more listing per dataset records their versions, so the next run trusts them
+    without reading them.
     """
     errors = errors or {}
-    old = getattr(done, "table", None)
-    old_rows: list[int] = []
-    chunks: list[pa.Table] = []  # new rows, converted to Arrow 10^4 at a time
-    pending: list[dict[str, Any]] = []
-    n_new = 0
-    relist = False
-    order: list[int] = []  # ≥ 0: position among the old rows taken; < 0: -(1 + position among the new rows)
-    for u in units:
-        row = done.get(u.name)
-        if isinstance(row, int):
-            order.append(len(old_rows))
-            old_rows.append(row)
-            continue
-        row = row() if callable(row) else row  # built units: their row is made now (uvd.engine)
-        row = row if row is not None else failed_row(u.dataset, u.unit, errors.get(u.name, "not built"))
-        relist = relist or (row["status"] == "done" and row.get("stats_version") is None)
-        order.append(-1 - n_new)
-        n_new += 1
-        pending.append(row)
-        if len(pending) >= 10_000:
-            chunks.append(pa.Table.from_pylist(pending, schema=UNITS_SCHEMA))
-            pending = []
-    chunks.append(pa.Table.from_pylist(pending, schema=UNITS_SCHEMA))
-    if n_new == 0 and old is not None and old_rows == list(range(old.num_rows)):
-        table = old  # a rerun of the same plan: the previous table as it is, no copy
+    base = getattr(done, "base", None)
+    kept = [done.get(u.name) for u in units]  # per unit: old row index, row dict, callable or None
+    table_url = units_table(layout.base)
+    unchanged = None
+    if base == layout.base and all(k == i for i, k in enumerate(kept)):
+        unchanged = read_units_table(base, _TOTALS_COLUMNS)
+    if unchanged is not None and unchanged.num_rows == len(units):
+        summed = totals(unchanged)
     else:
-        parts = ([old.take(old_rows)] if old_rows else []) + chunks
-        n_old = len(old_rows)
-        table = pa.concat_tables(parts).take([i if i >= 0 else n_old - 1 - i for i in order])
-    del old_rows, chunks, pending, order
-    if relist:
-        table = _with_listed_versions(layout, units, table, errors)
-    with atomic_open(units_table(layout.base)) as f:
-        pq.write_table(table, f, compression="zstd", row_group_size=_GROUP)
-    manifest = {**header, "schema_version": SCHEMA_VERSION, "totals": totals(table),
-                "units_table": relative(layout.base, units_table(layout.base))}
+        summed = _write_table(layout, units, kept, base, errors, table_url)
+    del kept
+    manifest = {**header, "schema_version": SCHEMA_VERSION, "totals": summed,
+                "units_table": relative(layout.base, table_url)}
     write_json(manifest_url(layout.base), manifest)
     return manifest
 
 
-def _with_listed_versions(layout: UnitLayout, units: list[Any], table: pa.Table,
-                          errors: dict[str, str]) -> pa.Table:
-    """Each done row's stats file size and version from a fresh listing; a done unit whose stats
-    file is gone is marked failed."""
-    listed = list_stats(layout, units)
-    status, error = table.column("status").to_pylist(), table.column("error").to_pylist()
-    sizes, versions = table.column("stats_size").to_pylist(), table.column("stats_version").to_pylist()
-    for i, u in enumerate(units):
-        info = listed.get((u.dataset, u.unit))
-        if status[i] != "done":
-            continue
-        if info is None:
-            status[i], error[i] = "failed", errors.get(u.name, "not built")
-        else:
-            sizes[i], versions[i] = info.size, info.version
-    for name, values in (("status", status), ("error", error), ("stats_size", sizes), ("stats_version", versions)):
-        table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, UNITS_SCHEMA.field(name).type))
-    return table
+_TOTALS_COLUMNS = ["status", *_COUNTS, "tokens", "shard_bytes", "failures", "tasks"]
+
+
+def _write_table(layout: UnitLayout, units: list[Any], kept: list[Any], base: str | None,
+                 errors: dict[str, str], url: str) -> dict[str, Any]:
+    """Write the units table, `_GROUP` units at a time; returns its totals."""
+    unlisted = [callable(k) or (isinstance(k, dict) and k.get("status") == "done" and k.get("stats_version") is None)
+                for k in kept]
+    listed = list_stats(layout, [u for u, n in zip(units, unlisted) if n]) if any(unlisted) else {}
+    del unlisted
+    old = read_units_table(base) if base and any(isinstance(k, int) for k in kept) else None
+    parts: list[pa.Table] = []
+    with atomic_open(url) as f, pq.ParquetWriter(f, UNITS_SCHEMA, compression="zstd") as writer:
+        for start in range(0, len(units), _GROUP):
+            old_rows: list[int] = []
+            new_rows: list[dict[str, Any]] = []
+            order: list[int] = []  # ≥ 0: position among the old rows taken; < 0: -(1 + position among the new)
+            for u, k in zip(units[start:start + _GROUP], kept[start:start + _GROUP]):
+                if isinstance(k, int):
+                    order.append(len(old_rows))
+                    old_rows.append(k)
+                    continue
+                row = k() if callable(k) else k  # built units: their row is made now (uvd.engine)
+                row = row if row is not None else failed_row(u.dataset, u.unit, errors.get(u.name, "not built"))
+                if row["status"] == "done" and row.get("stats_version") is None:
+                    info = listed.get((u.dataset, u.unit))
+                    if info is None:  # its stats file is gone: not committed after all
+                        row = failed_row(u.dataset, u.unit, errors.get(u.name, "not built"))
+                    else:
+                        row = {**row, "stats_size": info.size, "stats_version": info.version}
+                order.append(-1 - len(new_rows))
+                new_rows.append(row)
+            chunk = pa.concat_tables(([old.take(old_rows)] if old_rows else [])
+                                     + [pa.Table.from_pylist(new_rows, schema=UNITS_SCHEMA)])
+            chunk = chunk.take([i if i >= 0 else len(old_rows) - 1 - i for i in order])
+            writer.write_table(chunk, row_group_size=_GROUP)
+            parts.append(chunk.select(_TOTALS_COLUMNS))
+    empty = pa.Table.from_pylist([], schema=UNITS_SCHEMA).select(_TOTALS_COLUMNS)
+    return totals(pa.concat_tables(parts) if parts else empty)
 
 
 def totals(table: pa.Table) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from uvd.layout import unit_name
 from uvd.unit import make_source
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # 10^6 of them may be planned: no per-instance __dict__
 class PlannedUnit:
     dataset: str
     unit: str

@@ -17,6 +17,9 @@ from typing import IO, Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
 import fsspec
 from fsspec.core import url_to_fs
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 
 def fs_and_path(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     fs, path = url_to_fs(url)
@@ -126,14 +129,13 @@ def list_files(url: str, prefixes: list[str] | None = None, suffix: str = "") ->
     if uses_rename(fs):
         return _list_posix(fs, base, suffix)
 
+    def entry(name: str, info: dict[str, Any]) -> Listed | None:
+        if not (name.endswith(suffix) and name.startswith(base) and info.get("type", "file") == "file"):
+            return None
+        return Listed(int(info.get("size") or 0), str(info.get("ETag") or info.get("VersionId") or ""))
+
     def find(prefix: str) -> dict[str, Listed]:
-        try:
-            found = fs.find(path, detail=True, **({"prefix": prefix} if prefix else {}))
-        except FileNotFoundError:
-            return {}
-        return {name[len(base):]: Listed(int(info.get("size") or 0), str(info.get("ETag") or info.get("VersionId") or ""))
-                for name, info in found.items()
-                if name.endswith(suffix) and name.startswith(base) and info.get("type", "file") == "file"}
+        return {name[len(base):]: e for name, e in _list_objects(fs, path, prefix, entry)}
 
     if prefixes and len(prefixes) > 1:
         out: dict[str, Listed] = {}
@@ -141,6 +143,41 @@ def list_files(url: str, prefixes: list[str] | None = None, suffix: str = "") ->
             out.update(part)
         return out
     return find("")
+
+
+def _list_objects(fs: fsspec.AbstractFileSystem, path: str, prefix: str,
+                  entry: Callable[[str, dict[str, Any]], T | None]) -> list[tuple[str, T]]:
+    """(name, entry(name, info)) of the objects under `path` whose relative name starts with
+    `prefix`, for those where `entry` is not None.
+
+    On S3 the LIST pages are reduced to entries as they arrive: `fs.find` would hold an info
+    dict (about 1 KB) for every object, data shards and audits included, and fill s3fs's
+    listing cache. Other stores go through `find`.
+    """
+    kept: list[tuple[str, T]] = []
+
+    def add(name: str, info: dict[str, Any]) -> None:
+        e = entry(name, info)
+        if e is not None:
+            kept.append((name, e))
+
+    try:
+        if "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):  # s3fs
+            from fsspec.asyn import sync
+
+            bucket, key, _ = fs.split_path(path)
+
+            async def pages() -> None:
+                async for info in fs._iterdir(bucket, delimiter="", prefix=(f"{key.rstrip('/')}/" if key else "") + prefix):
+                    add(info["name"], info)
+
+            sync(fs.loop, pages)
+        else:
+            for name, info in fs.find(path, detail=True, **({"prefix": prefix} if prefix else {})).items():
+                add(name, info)
+    except FileNotFoundError:
+        return []
+    return kept
 
 
 def list_names(url: str) -> list[str]:
@@ -203,9 +240,6 @@ def _list_posix(fs: fsspec.AbstractFileSystem, base: str, suffix: str) -> dict[s
                 out[name[len(base):]] = Listed(int(st.get("size") or 0), f"{st.get('mtime', st.get('created', ''))}:{st.get('ino', '')}")
     return out
 
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 def parallel_map(fn: Callable[[T], R], items: Iterable[T], threads: int = 16) -> list[R]:
