@@ -173,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         if k in best:
             print(row(best[k]))
     u, i = best["uvd"], best["i2d"]
+    for k in ("uvd", "i2d"):
+        if best[k]["span"].by_kind:
+            print(f"{best[k]['name']}: tree CPU-s by process: "
+                  + ", ".join(f"{n} {v:.1f}" for n, v in best[k]["span"].by_kind.items()))
     print(f"\nratio uvd / img2dataset: wall {i['span'].wall_s / u['span'].wall_s:.2f}×, "
           f"images per busy CPU-s {u['span'].per_busy(u['ok']) / i['span'].per_busy(i['ok']):.2f}× "
           f"(per process-tree CPU-s {(u['ok'] / u['span'].tree_cpu_s) / (i['ok'] / i['span'].tree_cpu_s):.2f}×)")

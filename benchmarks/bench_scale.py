@@ -5,7 +5,7 @@
 Each unit is one item of `tests/support/tiny_units.py` that fails at read (`--work` makes it an 8×8
 image instead), so a unit costs only its control plane: task dispatch, source/builder, the three
 writes (data shard, audit, stats). S3 is a moto server on loopback in this process, counting the
-requests it serves. Each phase runs in a child process (its peak RSS is the driver's), printing:
+requests it serves. Each phase runs in a child process (its VmHWM is the driver's peak RSS), printing:
 plan s, first build s, rerun s, driver peak RSS (KB per unit), manifest.json and units.parquet
 bytes, requests per unit (first build) and on rerun, worker seconds per unit (time inside a unit,
 from the stats) and per-unit wall × workers, machine-wide busy CPU-s (/proc/stat), and the growth
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -59,14 +58,23 @@ def phase(args: argparse.Namespace) -> dict:
         t = time.perf_counter()
         init_ray(args.workers)
         ray_start = time.perf_counter() - t
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     summary = build(cfg, workers=args.workers, use_ray=not args.inline)
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     inside = [summary.unit_stats(name)["seconds"]["total"] for name in summary.stats]
     return {"plan_s": plan_s, "ray_start_s": ray_start, "build_s": wall, "built": summary.built, "skipped": summary.skipped,
             "failed_units": len(summary.failed_units),
             "unit_s": sum(inside) / len(inside) if inside else 0.0,
-            "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+            "peak_rss_kb": peak_rss_kb(),
+            "driver_cpu_s": cpu}
+
+
+def peak_rss_kb() -> int:
+    """This process's peak RSS since it started (VmHWM). Not ru_maxrss: after a vfork + exec, Linux
+    carries the parent's peak into the child's ru_maxrss, and the parent here serves moto's S3
+    (gigabytes at 10^5 units), which had made the driver look that large."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 
 
 def run_phase(out: str, units: int, args: argparse.Namespace, env: dict[str, str]) -> dict:
@@ -83,17 +91,22 @@ def measure(backend: str, units: int, args: argparse.Namespace, count=None) -> d
     if backend == "local":
         tmp = tempfile.mkdtemp(prefix="bench_scale-")
         out = f"{tmp}/out"
-    else:
-        out = f"s3://uvd/scale-{units}-{time.time_ns()}"
+    else:  # a bucket of its own: moto scans every key of a bucket for each LIST page
+        bucket = f"uvd-scale-{units}-{time.time_ns()}"
+        import fsspec
+
+        fsspec.filesystem("s3").mkdir(bucket)
+        out = f"s3://{bucket}/out"
     from uvd import storage
 
     result = {"backend": backend, "units": units}
     for name in ("first", "rerun"):
         if count is not None:
             count.reset()
-        cpu0 = busy_cpu_s()
+        cpu0, own0 = busy_cpu_s(), time.process_time()
         r = run_phase(out, units, args, env)
         r["busy_cpu_s"] = busy_cpu_s() - cpu0
+        r["server_cpu_s"] = time.process_time() - own0  # this process: the moto server's threads (S3)
         if count is not None:
             r["requests"] = count.total
         result[name] = r
@@ -132,6 +145,9 @@ def report(rows: list[dict], workers: int) -> None:
             print(f"growth {backend} {a['units']}→{b['units']} (×{k:g}): plan ×{g['plan']:.1f}, "
                   f"first build ×{g['first']:.1f}, rerun ×{g['rerun']:.1f}; driver peak RSS per added unit "
                   f"{added['first']:.2f} KB (build), {added['rerun']:.2f} KB (rerun)")
+    print("rerun CPU-s: " + "; ".join(
+        f"{r['backend']} {r['units']}: driver {r['rerun']['driver_cpu_s']:.1f}"
+        + (f", moto server {r['rerun']['server_cpu_s']:.1f}" if r["backend"] == "s3" else "") for r in rows))
     print("(build s excludes Ray's start-up, "
           + ", ".join(f"{r['first']['ray_start_s']:.1f}" for r in rows) + " s; wall×w ms: build s × workers / units)")
 

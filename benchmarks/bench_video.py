@@ -161,6 +161,8 @@ def measure(label: str, folder: Path, work: Path, repeat: int, processes: int, b
         print(f"| {r['name']} | {r['frames']} | {s.wall_s:.1f} | {s.busy_cpu_s:.1f} | {r['frames'] / s.wall_s:.0f} | "
               f"{s.per_busy(r['frames']):.0f} | {s.tree_cpu_s:.1f} | {r['frames'] / s.tree_cpu_s:.0f} |")
     u = best["uvd"]
+    if u["span"].by_kind:
+        print("uvd tree CPU-s by process: " + ", ".join(f"{k} {v:.1f}" for k, v in u["span"].by_kind.items()))
     for k in ("naive", "decord"):
         b = best[k]
         print(f"ratio uvd / {k}: frames per busy CPU-s "

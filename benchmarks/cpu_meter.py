@@ -22,6 +22,7 @@ class Span:
     wall_s: float
     busy_cpu_s: float
     tree_cpu_s: float = float("nan")  # the measured process tree alone (TreeCPU), when known
+    by_kind: dict[str, float] | None = None  # that tree's CPU-s per kind of process (TreeCPU.by_kind)
 
     def per_busy(self, n: int) -> float:
         return n / self.busy_cpu_s if self.busy_cpu_s else float("nan")
@@ -59,6 +60,7 @@ class TreeCPU:
 
         self.root, self.interval_s = root, interval_s
         self.seen: dict[int, float] = {}
+        self.kinds: dict[int, str] = {}  # pid → what it is (kind_of), fixed when first seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -88,6 +90,8 @@ class TreeCPU:
             cpu = self._cpu(pid)
             if cpu is not None:
                 self.seen[pid] = max(cpu, self.seen.get(pid, 0.0))
+                if pid not in self.kinds:
+                    self.kinds[pid] = "driver" if pid == self.root else kind_of(pid)
             stack += self._children(pid)
 
     def _run(self) -> None:
@@ -106,6 +110,31 @@ class TreeCPU:
     def cpu_s(self) -> float:
         return sum(self.seen.values())
 
+    def by_kind(self) -> dict[str, float]:
+        """CPU-seconds per kind of process (driver, Ray worker, Ray daemons, decoder, …)."""
+        out: dict[str, float] = {}
+        for pid, cpu in self.seen.items():
+            out[self.kinds.get(pid, "other")] = out.get(self.kinds.get(pid, "other"), 0.0) + cpu
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def kind_of(pid: int) -> str:
+    """What a descendant of a measured command is, from its command line."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return "other"
+    line = " ".join(argv)
+    if "sources.video_decode" in line:
+        return "video decoder"
+    if argv and argv[0].startswith("ray::"):
+        return "Ray worker"
+    if any(d in line for d in ("gcs_server", "raylet", "dashboard", "runtime_env", "log_monitor", "monitor.py",
+                               "ray/_private", "default_worker.py")):
+        return "Ray daemons" if "default_worker.py" not in line else "Ray worker"
+    return os.path.basename(argv[0]) if argv else "other"
+
 
 def run_measured(cmd: list[str], **popen: object) -> tuple[object, Span]:
     """Run cmd to completion; (CompletedProcess-like result, Span with machine and tree CPU)."""
@@ -117,4 +146,4 @@ def run_measured(cmd: list[str], **popen: object) -> tuple[object, Span]:
             out, err = proc.communicate()
         tree.poll()
     result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-    return result, Span(m.span.wall_s, m.span.busy_cpu_s, tree.cpu_s)
+    return result, Span(m.span.wall_s, m.span.busy_cpu_s, tree.cpu_s, tree.by_kind())

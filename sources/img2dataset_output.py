@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from sources.filters import FilterOptions, UnitFilters
-from sources.laion import UnitIds, derive_id, settle
-from sources.laion_metadata import canonical_row, match_columns, number
+from sources.laion import UnitIds, settle
+from sources.laion_metadata import canonical_row, derive_id, match_columns, number
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import ConfigError

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 from sources.download import Downloader, DownloadOptions, Fetched
 from sources.filters import FilterOptions, UnitFilters
 from sources.laion_dedup import mark_duplicates
-from sources.laion_metadata import FORMATS, MetadataFile, detect_format
+from sources.laion_metadata import MetadataFile, derive_id, metadata_file
 from uvd.api import Source
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput, ConfigError, reason_of
@@ -48,19 +48,6 @@ class LaionOptions(Strict):
             if not any(c in p for c in "*?["):
                 require_path(p, "laion.metadata")
         return v
-
-
-def url_id(url: str) -> str:
-    """The id both the downloader and img2dataset output readers derive for one URL."""
-    return "url-" + hashlib.sha256(url.encode("utf-8")).hexdigest()[:20]
-
-
-def derive_id(row: dict[str, Any], id_from: str) -> str | None:
-    if id_from in ("auto", "hash") and row.get("hash"):
-        return f"hash-{row['hash']}"
-    if id_from == "hash":
-        return None
-    return url_id(row["url"]) if row.get("url") else None
 
 
 def settle(filters: UnitFilters, item_id: str, url: str, data: bytes, dataset: str,
@@ -121,13 +108,6 @@ def _refusal(row: dict[str, Any], base: str | None, url: str, item_id: str, filt
     if base is None:
         return "metadata: row has no hash value (id_from: hash)"
     return filters.check_metadata(row) or filters.check_url(item_id, url)
-
-
-def metadata_file(options: LaionOptions, path: str, fmt: str | None = None) -> MetadataFile:
-    """One metadata file read as `options` say (format, column spellings)."""
-    fmt = fmt or (options.format if options.format != "auto" else detect_format(path))
-    assert fmt in FORMATS
-    return MetadataFile(path, fmt, dict(options.columns) or None)
 
 
 class LaionSource(Source):

@@ -14,13 +14,12 @@ import bisect
 from typing import Any, Iterable
 
 from sources.filters import UnitFilters
+from sources.laion_metadata import derive_id, metadata_file
 from uvd.dedup import Triple, first_wins
 
 
 def _unit_rows(options: Any, file_index: int, payload: dict[str, Any]) -> Iterable[tuple[int, str, str]]:
     """(row, item id, url) of the rows of one unit that would be downloaded."""
-    from sources.laion import derive_id, metadata_file  # the source's own reading and id rules
-
     mf = metadata_file(options, payload["file"], payload["format"])
     filters = UnitFilters(options.filters)
     for index, row in mf.rows(payload["start"], payload["stop"], payload.get("offset", 0)):

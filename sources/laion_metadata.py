@@ -6,6 +6,7 @@ file once, never by loading it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -242,3 +243,23 @@ class MetadataFile:
                     raw = {}  # a broken line becomes a row without URL: it fails as such in the audit
                 yield i, canonical_row(raw if isinstance(raw, dict) else {}, cols)
             i += 1
+
+
+def url_id(url: str) -> str:
+    """The id both the downloader and img2dataset output readers derive for one URL."""
+    return "url-" + hashlib.sha256(url.encode("utf-8")).hexdigest()[:20]
+
+
+def derive_id(row: dict[str, Any], id_from: str) -> str | None:
+    if id_from in ("auto", "hash") and row.get("hash"):
+        return f"hash-{row['hash']}"
+    if id_from == "hash":
+        return None
+    return url_id(row["url"]) if row.get("url") else None
+
+
+def metadata_file(options: Any, path: str, fmt: str | None = None) -> MetadataFile:
+    """One metadata file read as `options` (a LaionOptions: format, column spellings) say."""
+    fmt = fmt or (options.format if options.format != "auto" else detect_format(path))
+    assert fmt in FORMATS
+    return MetadataFile(path, fmt, dict(options.columns) or None)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.support.laion import FAST_DOWNLOAD, write_metadata
-from sources.laion import url_id
+from sources.laion_metadata import url_id
 from demo.image_server import ImageServer, generated_photos
 from tokenize_job.job import tokenize
 from tokenize_job.vqgan import VQGAN, VQGANConfig
@@ -75,7 +75,6 @@ def builds(tmp_path_factory):
 def test_repeats_across_units_and_files_are_audited_duplicate_of_the_kept_id(builds):
     results, server = builds
     shards, audit = _result(results[1])
-    by_reason = {r["item_id"]: r for r in audit}
     assert len(audit) == 10  # one audit row per metadata row
     a, b, c = (url_id(server.url(f"/img/{n}.jpg")) for n in "abc")
     dups = {r["item_id"]: r["error"] for r in audit if r["reason"] == "duplicate"}

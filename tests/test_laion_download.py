@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sources.download import Downloader, DownloadOptions, FetchError
-from sources.laion import url_id
+from sources.laion_metadata import url_id
 from demo.image_server import PRIVATE_URL, ImageServer, bad_cases, generated_photos
 from demo.laion import laion_inputs
 from tests.support.laion import FAST_DOWNLOAD, audit_rows, config, run_all_units, sentences, write_metadata

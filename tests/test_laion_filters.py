@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sources.filters import FilterOptions, UnitFilters, dhash
-from sources.laion import url_id
+from sources.laion_metadata import url_id
 from demo.image_server import ImageServer, generated_photos
 from tests.support.laion import FAST_DOWNLOAD, audit_rows, config, run_all_units, sentences, write_metadata
 from uvd import codec

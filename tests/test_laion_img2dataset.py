@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sources.laion import url_id
+from sources.laion_metadata import url_id
 from demo.image_server import ImageServer, generated_photos
 from tests.support.laion import FAST_DOWNLOAD, audit_rows, config, run_all_units, sentences, write_metadata
 

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sources.laion import LaionOptions, LaionSource, derive_id, url_id
-from sources.laion_metadata import MetadataFile, detect_format
+from sources.laion import LaionOptions, LaionSource
+from sources.laion_metadata import MetadataFile, derive_id, detect_format, url_id
 from uvd.api import BuildContext
 from uvd.errors import ConfigError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.laion import FAST_DOWNLOAD, audit_rows, config, run_all_units, sentences, write_metadata
-from sources.laion import url_id
+from sources.laion_metadata import url_id
 from demo.image_server import generated_photos
 from sources.opt_out import OptOutOptions, disallowing_directive
 from support.header_server import HeaderServer
