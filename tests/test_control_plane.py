@@ -40,7 +40,7 @@ def test_rerun_on_s3_builds_nothing_with_a_handful_of_requests():
         again = _build(out, units // datasets, datasets=datasets)
         assert again.built == 0 and again.skipped == units
         # listings (a LIST per 1000 keys, at start and end), the old units table, the new manifest
-        assert count.total <= units // 100 + 5 * datasets, count.by_method  # here: 6 (2 LIST, HEAD+GET, 2 PUT)
+        assert count.total <= units // 100 + 5 * datasets, count.by_method  # here: 5 (2 LIST, HEAD+GET, 1 PUT)
         # a first build writes 3 objects per unit and moves none (no COPY, no DELETE)
         assert count.by_method["DELETE"] == 0
         assert first_requests <= 4 * units + 10 * datasets, (first_requests, count.by_method)
@@ -203,3 +203,29 @@ def test_an_s3_listing_keeps_only_what_it_asked_for(tmp_path):
         assert sorted(listed) == [f"part-{i:05d}.stats.json" for i in range(30)]
         assert all(v.size > 0 and v.version for v in listed.values())
         assert not fs.dircache  # the pages were filtered as they came, nothing cached about the shards
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_a_build_records_its_stats_files_as_listed_without_listing_them_again(backend, tmp_path, monkeypatch):
+    from uvd import manifest
+
+    def run(out: str) -> None:
+        lists = []
+        real = manifest.list_stats
+        monkeypatch.setattr(manifest, "list_stats", lambda *a: lists.append(a) or real(*a))
+        assert _build(out, 12, datasets=2).built == 24
+        assert lists == []  # the units' own writes said what a listing would show
+        fresh = storage.list_files(f"{out}/sentences/tiny1", suffix=".stats.json")
+        rows = [r for r in read_units(out) if r["dataset"] == "tiny1"]
+        assert [(r["stats_size"], r["stats_version"]) for r in rows] == [tuple(fresh[f"part-{r['unit']}.stats.json"])
+                                                                        for r in rows]
+        reads = []
+        real_read = storage.read_json
+        monkeypatch.setattr("uvd.engine.read_json", lambda url: reads.append(url) or real_read(url))
+        assert _build(out, 12, datasets=2).built == 0 and reads == []  # the rerun trusts every row
+
+    if backend == "local":
+        run(str(tmp_path / "out"))
+    else:
+        with counting_moto():
+            run("s3://uvd/listed")

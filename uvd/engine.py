@@ -10,6 +10,7 @@ is any object with `.dataset`, `.unit` and `.name` ("<dataset>/<unit>").
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import time
@@ -21,7 +22,7 @@ from uvd.audit import AuditLog
 from uvd.layout import UnitLayout, list_stats, relative
 from uvd.manifest import iter_units_index, unit_row, write_manifest
 from uvd.shards import ShardWriter
-from uvd.storage import Listed, fs_and_path, list_names, parallel_map, read_json, uses_rename, write_json
+from uvd.storage import Listed, fs_and_path, list_names, parallel_map, read_json, uses_rename, write_json_listed
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,9 @@ def commit_unit(layout: UnitLayout, dataset: str, unit: str, open_writer: Callab
                   "sha256": audit_info.sha256},
         "seconds": {k: round(v, 4) for k, v in {**seconds, "total": time.perf_counter() - t0}.items()},
     }
-    write_json(stats_url, stats)  # last: from now on the unit counts as done
-    return stats
+    listed = write_json_listed(stats_url, stats)  # last: from now on the unit counts as done
+    # what a listing will show of the stats file: the manifest records it without listing again
+    return {**stats, "stats_file": listed._asdict()} if listed else stats
 
 
 def recipe_json(recipe: dict[str, Any]) -> str:
@@ -114,7 +116,7 @@ def find_committed(layout: UnitLayout, units: list[Any], recipe_of: Callable[[An
             if r is not None and r[1] == u.dataset and r[2] == u.unit:
                 k = entry(r) if r[3] == "done" else None
             else:  # the plan changed since the table was written: index what is left of it
-                index = {f"{x[1]}/{x[2]}": entry(x) for x in ([r] if r else []) + list(rows) if x[3] == "done"}
+                index = {f"{x[1]}/{x[2]}": entry(x) for x in itertools.chain([r] if r else [], rows) if x[3] == "done"}
         if index is not None:
             k = index.pop(u.name, None)
         if info is None:
@@ -141,7 +143,8 @@ def find_committed(layout: UnitLayout, units: list[Any], recipe_of: Callable[[An
     return done
 
 
-_ROW_STATS = {"inputs", "ok", "failed", "sentences", "images", "tokens", "failures", "tasks", "shard", "audit"}
+_ROW_STATS = {"inputs", "ok", "failed", "sentences", "images", "tokens", "failures", "tasks", "shard", "audit",
+              "stats_file"}
 
 
 @dataclass
@@ -232,7 +235,9 @@ def write_run_manifest(layout: UnitLayout, header: dict[str, Any], units: list[A
 
 
 def _row_of(u: Any, stats_json: str, recipe_of: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
-    return unit_row(u.dataset, u.unit, json.loads(stats_json), recipe_of(u))
+    stats = json.loads(stats_json)
+    listed = Listed(**stats["stats_file"]) if stats.get("stats_file") else None
+    return unit_row(u.dataset, u.unit, stats, recipe_of(u), listed)
 
 
 def short_error(err: BaseException) -> str:

@@ -135,9 +135,10 @@ def write_manifest(layout: UnitLayout, header: dict[str, Any], units: list[Any],
     `done` maps committed units to their row: a dict (or a callable making it), or an index into
     the previous table (`done.base`'s, see uvd.engine.Committed), whose rows are carried over in
     Arrow. A rerun that finds every unit at its place in the previous table leaves that file as
-    it is. Otherwise the table is written a chunk of units at a time. When the run wrote stats
-    files, one more listing per dataset records their versions, so the next run trusts them
-    without reading them.
+    it is. Otherwise the table is written a chunk of units at a time. A built unit's row records
+    its stats file's size and version as the unit's own write returned them (uvd.engine), so the
+    next run trusts it without reading it; only where a store does not say is the output listed
+    once more.
     """
     errors = errors or {}
     base = getattr(done, "base", None)
@@ -163,10 +164,7 @@ _TOTALS_COLUMNS = ["status", *_COUNTS, "tokens", "shard_bytes", "failures", "tas
 def _write_table(layout: UnitLayout, units: list[Any], kept: list[Any], base: str | None,
                  errors: dict[str, str], url: str) -> dict[str, Any]:
     """Write the units table, `_GROUP` units at a time; returns its totals."""
-    unlisted = [callable(k) or (isinstance(k, dict) and k.get("status") == "done" and k.get("stats_version") is None)
-                for k in kept]
-    listed = list_stats(layout, [u for u, n in zip(units, unlisted) if n]) if any(unlisted) else {}
-    del unlisted
+    listed: Any = None  # listed once, when a row of this run does not know its stats file's version
     old = read_units_table(base) if base and any(isinstance(k, int) for k in kept) else None
     parts: list[pa.Table] = []
     with atomic_open(url) as f, pq.ParquetWriter(f, UNITS_SCHEMA, compression="zstd") as writer:
@@ -182,6 +180,8 @@ def _write_table(layout: UnitLayout, units: list[Any], kept: list[Any], base: st
                 row = k() if callable(k) else k  # built units: their row is made now (uvd.engine)
                 row = row if row is not None else failed_row(u.dataset, u.unit, errors.get(u.name, "not built"))
                 if row["status"] == "done" and row.get("stats_version") is None:
+                    if listed is None:
+                        listed = list_stats(layout, [v for v, k in zip(units, kept) if not isinstance(k, int)])
                     info = listed.get((u.dataset, u.unit))
                     if info is None:  # its stats file is gone: not committed after all
                         row = failed_row(u.dataset, u.unit, errors.get(u.name, "not built"))

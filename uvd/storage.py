@@ -84,8 +84,33 @@ def write_bytes(url: str, data: bytes) -> None:
         f.write(data)
 
 
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
 def write_json(url: str, obj: Any) -> None:
-    write_bytes(url, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    write_bytes(url, _json_bytes(obj))
+
+
+def write_json_listed(url: str, obj: Any) -> Listed | None:
+    """write_json, returning the file's size and version as a listing (list_files) will show them,
+    so that whoever keeps track need not list it again; None where the store does not say."""
+    data = _json_bytes(obj)
+    fs, path = fs_and_path(url)
+    if not uses_rename(fs) and _is_s3(fs) and len(data) < 5 << 20:
+        reply = fs.pipe_file(path, data)  # one PUT (whole or not at all); its reply carries the ETag
+        etag = reply.get("ETag") if isinstance(reply, dict) else None
+        return Listed(len(data), str(etag)) if etag else None
+    write_bytes(url, data)
+    if not uses_rename(fs):
+        return None
+    if _is_local(fs):
+        return _posix_listed(os.stat(path))
+    return _info_listed(fs.info(path))
+
+
+def _is_s3(fs: fsspec.AbstractFileSystem) -> bool:
+    return "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
 def read_json(url: str) -> Any:
@@ -162,7 +187,7 @@ def _list_objects(fs: fsspec.AbstractFileSystem, path: str, prefix: str,
             kept.append((name, e))
 
     try:
-        if "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):  # s3fs
+        if _is_s3(fs):
             from fsspec.asyn import sync
 
             bucket, key, _ = fs.split_path(path)
@@ -224,7 +249,7 @@ def _list_posix(fs: fsspec.AbstractFileSystem, base: str, suffix: str) -> dict[s
                 st = e.stat(follow_symlinks=False)
             except FileNotFoundError:  # removed between the listing and now
                 continue
-            out[name] = Listed(st.st_size, f"{st.st_mtime_ns}:{st.st_ino}")
+            out[name] = _posix_listed(st)
         return out
     try:
         names = fs.find(base, detail=False)
@@ -237,8 +262,16 @@ def _list_posix(fs: fsspec.AbstractFileSystem, base: str, suffix: str) -> dict[s
             except FileNotFoundError:  # removed between the listing and now
                 continue
             if st.get("type", "file") == "file":
-                out[name[len(base):]] = Listed(int(st.get("size") or 0), f"{st.get('mtime', st.get('created', ''))}:{st.get('ino', '')}")
+                out[name[len(base):]] = _info_listed(st)
     return out
+
+
+def _posix_listed(st: os.stat_result) -> Listed:
+    return Listed(st.st_size, f"{st.st_mtime_ns}:{st.st_ino}")  # a temp + move makes a new inode
+
+
+def _info_listed(info: dict[str, Any]) -> Listed:
+    return Listed(int(info.get("size") or 0), f"{info.get('mtime', info.get('created', ''))}:{info.get('ino', '')}")
 
 
 
