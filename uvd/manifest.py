@@ -181,7 +181,7 @@ def _write_table(layout: UnitLayout, units: list[Any], kept: list[Any], base: st
                 row = row if row is not None else failed_row(u.dataset, u.unit, errors.get(u.name, "not built"))
                 if row["status"] == "done" and row.get("stats_version") is None:
                     if listed is None:
-                        listed = list_stats(layout, [v for v, k in zip(units, kept) if not isinstance(k, int)])
+                        listed = list_stats(layout, [v for v, w in zip(units, kept) if not isinstance(w, int)])
                     info = listed.get((u.dataset, u.unit))
                     if info is None:  # its stats file is gone: not committed after all
                         row = failed_row(u.dataset, u.unit, errors.get(u.name, "not built"))
