@@ -128,11 +128,11 @@ def kind_of(pid: int) -> str:
     line = " ".join(argv)
     if "sources.video_decode" in line:
         return "video decoder"
-    if argv and argv[0].startswith("ray::"):
+    if (argv and argv[0].startswith("ray::")) or "default_worker.py" in line:
         return "Ray worker"
     if any(d in line for d in ("gcs_server", "raylet", "dashboard", "runtime_env", "log_monitor", "monitor.py",
-                               "ray/_private", "default_worker.py")):
-        return "Ray daemons" if "default_worker.py" not in line else "Ray worker"
+                               "ray/_private")):
+        return "Ray daemons"
     return os.path.basename(argv[0]) if argv else "other"
 
 

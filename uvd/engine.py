@@ -104,7 +104,7 @@ def find_committed(layout: UnitLayout, units: list[Any], recipe_of: Callable[[An
     rows = iter_units_index(layout.base)
     index: dict[str, tuple[int, int, int, int]] | None = None  # name → (row, size, hash(version), hash(recipe))
 
-    def entry(r: tuple) -> tuple[int, int, int, int]:
+    def known(r: tuple) -> tuple[int, int, int, int]:
         return r[0], r[4], hash(r[5]), hash(r[6])
 
     to_read: list[tuple[Any, Listed, str]] = []
@@ -114,9 +114,9 @@ def find_committed(layout: UnitLayout, units: list[Any], recipe_of: Callable[[An
         if index is None:
             r = next(rows, None)
             if r is not None and r[1] == u.dataset and r[2] == u.unit:
-                k = entry(r) if r[3] == "done" else None
+                k = known(r) if r[3] == "done" else None
             else:  # the plan changed since the table was written: index what is left of it
-                index = {f"{x[1]}/{x[2]}": entry(x) for x in itertools.chain([r] if r else [], rows) if x[3] == "done"}
+                index = {f"{x[1]}/{x[2]}": known(x) for x in itertools.chain([r] if r else [], rows) if x[3] == "done"}
         if index is not None:
             k = index.pop(u.name, None)
         if info is None:

@@ -73,6 +73,11 @@ class UnitLayout:
         return stats_file(self.shard(dataset, unit))
 
 
+def _stats_name(unit: str) -> str:
+    """A unit's stats file name in its dataset folder (as UnitLayout.stats names it)."""
+    return f"part-{unit}.stats.json"
+
+
 class StatsListing(Mapping):
     """(dataset, unit) → Listed of its stats file, held as the per-dataset listings themselves
     (file name → Listed): a listing of 10^5 units is not copied under new keys."""
@@ -82,7 +87,7 @@ class StatsListing(Mapping):
 
     def __getitem__(self, key: tuple[str, str]) -> Listed:
         ds, unit = key
-        return self._by[ds][f"part-{unit}.stats.json"]
+        return self._by[ds][_stats_name(unit)]
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         for ds, listing in self._by.items():
@@ -94,7 +99,7 @@ class StatsListing(Mapping):
 
     def pop(self, key: tuple[str, str], default: Any = None) -> Any:
         listing = self._by.get(key[0])
-        return default if listing is None else listing.pop(f"part-{key[1]}.stats.json", default)
+        return default if listing is None else listing.pop(_stats_name(key[1]), default)
 
 
 def list_stats(layout: UnitLayout, units: Iterable[Any]) -> StatsListing:

@@ -36,8 +36,7 @@ def uses_rename(fs: fsspec.AbstractFileSystem) -> bool:
 
     Everything else is treated as an object store, where a move is a copy plus a delete.
     """
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return bool({"file", "local", "memory"} & set(protocols))
+    return bool({"file", "local", "memory"} & set(_protocols(fs)))
 
 
 @contextlib.contextmanager
@@ -109,8 +108,12 @@ def write_json_listed(url: str, obj: Any) -> Listed | None:
     return _info_listed(fs.info(path))
 
 
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    return fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+
+
 def _is_s3(fs: fsspec.AbstractFileSystem) -> bool:
-    return "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    return "s3" in _protocols(fs)
 
 
 def read_json(url: str) -> Any:
@@ -219,8 +222,7 @@ def list_names(url: str) -> list[str]:
 
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "file" in protocols
+    return "file" in _protocols(fs)
 
 
 def _walk_local(root: str, suffix: str = "") -> Iterator[tuple[str, os.DirEntry]]:
@@ -272,7 +274,6 @@ def _posix_listed(st: os.stat_result) -> Listed:
 
 def _info_listed(info: dict[str, Any]) -> Listed:
     return Listed(int(info.get("size") or 0), f"{info.get('mtime', info.get('created', ''))}:{info.get('ino', '')}")
-
 
 
 def parallel_map(fn: Callable[[T], R], items: Iterable[T], threads: int = 16) -> list[R]:
