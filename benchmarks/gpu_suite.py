@@ -39,7 +39,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
-sys.path.insert(0, str(ROOT / "benchmarks"))  # its sibling gpu_vqgan_variants, however it is started
 
 SAMPLES = ROOT / "sample_data"
 DENSE_BF16_PEAK = 989e12  # H100/H200 SXM, dense bf16
@@ -143,9 +142,28 @@ def smoke_vqgan() -> Any:
 
 
 # ---------------------------------------------------------------- (a) VQGAN encode
-def part_encode(s: Suite) -> None:
-    from gpu_vqgan_variants import VARIANTS, encoder_flops
+# label → BatchEncoder options; the GPU default of the tokenize job is "bf16 weights, contiguous, compiled"
+VARIANTS: dict[str, dict[str, Any]] = {
+    f"{prec_label}, {fmt_label}, {mode_label}": {"precision": prec, "channels_last": cl, "compile": comp}
+    for prec, prec_label in (("autocast", "autocast bf16"), ("bf16", "bf16 weights"))
+    for cl, fmt_label in ((False, "contiguous"), (True, "channels-last"))
+    for comp, mode_label in ((False, "eager"), (True, "compiled"))
+}
 
+
+def encoder_flops(model: Any, device: torch.device) -> float:
+    """FLOPs of one image through encode_latent, counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tokenize_job.encode import to_pixels
+
+    res = model.config.resolution
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        model.encode_latent(to_pixels(np.zeros((1, res, res, 3), np.uint8), device, False))
+    return float(fc.get_total_flops())
+
+
+def part_encode(s: Suite) -> None:
     from tokenize_job.encode import BatchEncoder
     from tokenize_job.vqgan import VQGAN, VQGANConfig
 

@@ -24,32 +24,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-# label → BatchEncoder options; the GPU default of the tokenize job is "bf16 weights, contiguous, compiled"
-VARIANTS: dict[str, dict[str, Any]] = {
-    f"{prec_label}, {fmt_label}, {mode_label}": {"precision": prec, "channels_last": cl, "compile": comp}
-    for prec, prec_label in (("autocast", "autocast bf16"), ("bf16", "bf16 weights"))
-    for cl, fmt_label in ((False, "contiguous"), (True, "channels-last"))
-    for comp, mode_label in ((False, "eager"), (True, "compiled"))
-}
-
-
-def encoder_flops(model: Any, device: torch.device) -> float:
-    """FLOPs of one image through encode_latent, counted by torch."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from tokenize_job.encode import to_pixels
-
-    res = model.config.resolution
-    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
-        model.encode_latent(to_pixels(np.zeros((1, res, res, 3), np.uint8), device, False))
-    return float(fc.get_total_flops())
+from gpu_suite import VARIANTS, encoder_flops, peak_flops, real_photos, smoke_vqgan, sync  # noqa: E402
 
 
 def time_latent(enc: Any, pixels: torch.Tensor, repeats: int) -> tuple[float, torch.Tensor, float]:
     """(images/s, latents, warm-up seconds) of `enc.encode_latent` on a device batch."""
-    from gpu_suite import sync
-
     with torch.inference_mode():
         t = time.perf_counter()
         z = enc.encode_latent(pixels)
@@ -63,8 +42,6 @@ def time_latent(enc: Any, pixels: torch.Tensor, repeats: int) -> tuple[float, to
 
 
 def run(batches: list[int], repeats: int, smoke: bool, variants: list[str]) -> list[tuple[str, int, str]]:
-    from gpu_suite import peak_flops, real_photos, smoke_vqgan
-
     from tokenize_job.encode import BatchEncoder, to_pixels
     from tokenize_job.vqgan import VQGAN, VQGANConfig
 
