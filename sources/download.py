@@ -18,6 +18,7 @@ identity encoding, so the byte cap counts what is read.
 """
 from __future__ import annotations
 
+import functools
 import http.client
 import ipaddress
 import socket
@@ -222,15 +223,23 @@ class _HTTPS(_GuardedConnection, http.client.HTTPSConnection):
             raise
 
 
+@functools.lru_cache(maxsize=None)
+def _ssl_context(verify: bool) -> ssl.SSLContext:
+    """One per process: loading the CA store takes ~16 ms, once per unit otherwise, and a
+    context is safe to share between threads once configured."""
+    ctx = ssl.create_default_context()
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 class _Pool:
     """Idle keep-alive connections per (scheme, host, port); a connection is used by one thread at a time."""
 
     def __init__(self, resolver: Resolver, o: "DownloadOptions") -> None:
         self.resolver, self.o = resolver, o
-        self.ssl_context = ssl.create_default_context()
-        if not o.verify_tls:
-            self.ssl_context.check_hostname = False
-            self.ssl_context.verify_mode = ssl.CERT_NONE
+        self.ssl_context = _ssl_context(o.verify_tls)
         self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = defaultdict(list)
         self._lock = threading.Lock()
 
