@@ -71,7 +71,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup(max(-1, min(1, verbosity)))
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    ray_before = _ray_started()
+    try:
+        return int(module.main(rest) or 0)
+    finally:
+        if _ray_started() and not ray_before:
+            _stop_ray()
+
+
+def _ray_started() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def _stop_ray() -> None:
+    """Stop the Ray this command started now: Ray's own exit hook would do the same after
+    sleeping half a second for log lines to drain, every command; our results are the
+    shards and the summary already printed, not a worker's last log line."""
+    import ray
+
+    ray.shutdown()
 
 
 if __name__ == "__main__":
