@@ -48,3 +48,33 @@ def test_a_ray_running_before_the_command_is_left_running(monkeypatch, command):
     monkeypatch.setitem(sys.modules, "ray", ray)
     assert cli.main(["fake"]) == 0
     assert ray.shutdowns == 0 and ray.running
+
+
+def test_stop_ray_ends_a_local_ray_and_its_daemons(tmp_path):
+    """The real thing, in its own process: after stop_ray no child of the driver is left
+    (the autoscaler monitor, killed first, included) and Ray reports itself stopped."""
+    import os
+    import subprocess
+    import textwrap
+
+    code = textwrap.dedent("""
+        import ray
+        from uvd.runner import _child_pids, init_ray, stop_ray
+        init_ray(1)
+        assert ray.get(ray.remote(lambda: 7).remote()) == 7
+        before = _child_pids()
+        stop_ray()
+        def running(pid):
+            try:
+                return open(f"/proc/{pid}/stat").read().rsplit(") ", 1)[1][0] not in "ZX"
+            except OSError:
+                return False
+        alive = [p for p in before if running(p)]
+        print("CHILDREN", len(before), "ALIVE", len(alive), "INIT", ray.is_initialized())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "RAY_ADDRESS": ""})
+    line = next((x for x in out.stdout.splitlines() if x.startswith("CHILDREN")), None)
+    assert line is not None, out.stderr[-2000:]
+    _, n, _, alive, _, init = line.split()
+    assert int(n) >= 3 and alive == "0" and init == "False", line

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from contextlib import nullcontext
 from typing import Any
@@ -19,7 +20,7 @@ from uvd.unit import dataset_hash, recipe, run_unit
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Summary", "build", "init_ray"]
+__all__ = ["Summary", "build", "init_ray", "stop_ray"]
 
 # A worker keeps the parsed config of the build it serves: the driver puts it in the object
 # store once, and each task only names it (no per-task JSON validation of the whole config).
@@ -48,6 +49,41 @@ def init_ray(workers: int) -> None:
     else:
         # "local": never attach by accident to another cluster `ray start` left on this machine.
         ray.init(address="local", num_cpus=workers or None, include_dashboard=False, log_to_driver=True)
+
+
+def stop_ray() -> None:
+    """ray.shutdown(), without waiting a second for Ray's autoscaler monitor.
+
+    Ray stops its processes in order, raylet and GCS first, each with a SIGTERM and up to 1 s
+    of grace. The monitor's SIGTERM handler reports its own end to the GCS that is already
+    gone, so it always uses the whole second (measured: 1.0 of the 1.4 s a shutdown takes).
+    A monitor this process started holds nothing worth a graceful end, so it is killed first.
+    """
+    import ray
+
+    for pid in _child_pids():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+            if b"autoscaler" in cmd and b"monitor.py" in cmd:
+                os.kill(pid, signal.SIGKILL)
+        except OSError:  # gone already, or not Linux
+            pass
+    ray.shutdown()
+
+
+def _child_pids() -> list[int]:
+    me = str(os.getpid())
+    pids = []
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[1] == me:  # field 4, after the command name
+                        pids.append(int(entry.name))
+            except (OSError, IndexError):
+                pass
+    return pids
 
 
 def _log_unit(done: int, total: int, summary: Summary, t0: float, name: str) -> None:

@@ -88,9 +88,9 @@ def _stop_ray() -> None:
     """Stop the Ray this command started now: Ray's own exit hook would do the same after
     sleeping half a second for log lines to drain, every command; our results are the
     shards and the summary already printed, not a worker's last log line."""
-    import ray
+    from uvd.runner import stop_ray
 
-    ray.shutdown()
+    stop_ray()
 
 
 if __name__ == "__main__":
