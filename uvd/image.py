@@ -6,6 +6,7 @@ Everything that enters a sentence goes through `to_sentence_image` (photos) or
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -165,19 +166,24 @@ def fit_transform(width: int, height: int, size: int, mode: str) -> Transform:
     return Transform(nw / width, nh / height, float(-ox), float(-oy), (nw, nh))
 
 
-def normalise(img: np.ndarray, spec: ImageSpec | None = None, interpolation: int | None = None) -> np.ndarray:
+def normalise(img: np.ndarray, spec: ImageSpec | None = None, interpolation: int | None = None,
+              dct_scaled: bool = False) -> np.ndarray:
     """H×W×3 uint8 → size×size×3 uint8 by the spec's resize mode (pad fills with black).
 
     Label maps pass interpolation=cv2.INTER_NEAREST so that class ids are never blended.
+    `dct_scaled`: the image was decoded at a reduced scale by libjpeg (see `resample`).
     """
     spec = spec or ImageSpec()
     size = spec.size
     h, w = img.shape[:2]
     t = fit_transform(w, h, size, spec.resize)
     nw, nh = t.resized
-    if interpolation is None:
-        interpolation = cv2.INTER_AREA if nw * nh < w * h else cv2.INTER_CUBIC
-    out = img if (nw, nh) == (w, h) else cv2.resize(img, (nw, nh), interpolation=interpolation)
+    if (nw, nh) == (w, h):
+        out = img
+    elif interpolation is not None:
+        out = cv2.resize(img, (nw, nh), interpolation=interpolation)
+    else:
+        out = resample(img, nw, nh, dct_scaled)
     if spec.resize == "squash":
         return np.ascontiguousarray(out)
     x0, y0 = int(-t.tx), int(-t.ty)
@@ -186,6 +192,34 @@ def normalise(img: np.ndarray, spec: ImageSpec | None = None, interpolation: int
     canvas = np.zeros((size, size) + out.shape[2:], dtype=out.dtype)
     canvas[-y0:-y0 + nh, -x0:-x0 + nw] = out
     return canvas
+
+
+# Gaussian prefilter before a shrink by r < 2: sigma = PREFILTER_BLUR * sqrt(r² - 1), the blur
+# that takes an image with PREFILTER_BLUR px of its own blur to the same blur at the new scale
+# (scale-space). 0.4 is where the cubic result is closest to a full-resolution Lanczos on both
+# photo sets of benchmarks/resize_quality.py (0.3 … 0.6 measured).
+PREFILTER_BLUR = 0.4
+
+
+def resample(img: np.ndarray, nw: int, nh: int, dct_scaled: bool = False) -> np.ndarray:
+    """Resize a photo to nw×nh with the filter that follows an antialiased full-resolution
+    resample (PIL's Lanczos) best at the cost we can pay (BENCHMARKS.md, laion profile):
+
+    - shrinking 2× or more on an axis: INTER_AREA (a box that wide is the antialiasing);
+    - shrinking less: INTER_CUBIC, after a small Gaussian (INTER_AREA at these ratios blurs
+      more and costs 2–4× as much; cubic taps alone alias on camera photos). A DCT-scaled
+      decode is already low-passed by libjpeg's scaled IDCT, so it gets no Gaussian;
+    - enlarging: INTER_CUBIC.
+    """
+    h, w = img.shape[:2]
+    rx, ry = w / nw, h / nh
+    if rx >= 2 or ry >= 2:
+        return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+    if not dct_scaled and (rx > 1 or ry > 1):
+        sx, sy = (PREFILTER_BLUR * math.sqrt(max(r * r - 1.0, 0.0)) for r in (rx, ry))
+        # A kernel of 1 on an axis that is not shrunk: sigma 0 would mean "from the kernel size".
+        img = cv2.GaussianBlur(img, (5 if sx else 1, 5 if sy else 1), sigmaX=sx or 1.0, sigmaY=sy or 1.0)
+    return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_CUBIC)
 
 
 def to_sentence_image(image: bytes | np.ndarray, spec: ImageSpec | None = None) -> np.ndarray:
@@ -199,22 +233,5 @@ def to_sentence_image(image: bytes | np.ndarray, spec: ImageSpec | None = None) 
         # Short side needed: center_crop keeps the short side, pad the long one, squash both.
         need = spec.size if spec.resize != "pad" else 0
         arr, scale = _decode(bytes(image), spec, need)
-        if scale > 1:
-            return normalise(arr, spec, _after_dct_scaling(arr, spec))
+        return normalise(arr, spec, dct_scaled=scale > 1)
     return normalise(arr, spec)
-
-
-def _after_dct_scaling(arr: np.ndarray, spec: ImageSpec) -> int | None:
-    """The filter for the last step after a DCT-scaled decode.
-
-    libjpeg's scaled IDCT has already low-passed the image to its new size, so INTER_AREA
-    would blur it a second time. Where it is under 2× the target on both axes, INTER_CUBIC
-    follows a full-resolution Lanczos resample more closely (real 720p photos: 41.1 against
-    37.5 dB PSNR; the benchmark corpus: +1.5 dB) at a third of the cost (0.25 against 0.75 ms);
-    BENCHMARKS.md, laion profile. A full-resolution image keeps INTER_AREA: there, unscaled
-    cubic taps alias (COCO photos at 1.7×: 33.0 against 38.7 dB).
-    """
-    h, w = arr.shape[:2]
-    nw, nh = fit_transform(w, h, spec.size, spec.resize).resized
-    return cv2.INTER_CUBIC if w < 2 * nw and h < 2 * nh else None
-
