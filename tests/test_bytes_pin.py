@@ -6,6 +6,9 @@ a deliberate format change updates the pinned digests in the same commit, saying
 The input paths are part of the bytes (the config hash in every file's metadata), so the samples
 are copied to one fixed folder first: the pin then holds in any checkout. These digests were
 computed at that folder by the code before the engine and layout refactors (commit cff41be).
+The sentence digests were updated once since, deliberately: photos shrunk less than 2× at full
+resolution are resized with a small Gaussian and INTER_CUBIC instead of INTER_AREA
+(`uvd.image.resample`); the audit digests did not change.
 """
 import hashlib
 import shutil
@@ -30,15 +33,15 @@ PINNED: dict[str, str] = {
     "audit/photos/part-00002.parquet":
         "7bd82bb39b76f69ddd71f3870763571f4b2b117b373c61ff110d0337fda99d6f",
     "sentences/pairs/part-00000.parquet":
-        "6691ce8aa57a6f769ebf8f6acf68ff2f41ae2506faa673bbf13b75a740071c99",
+        "759d9d466387ff293b205a0cfc03f32d537b635c490973b473bbafe48656835d",
     "sentences/pairs/part-00001.parquet":
-        "815f31da21615567e8fd59ce0ae8324d2d7b3d840ae0abded67dc16cf5925f0c",
+        "a1250d223ec9f98114af3bf00ac90fc929fbed2bdca58bb9dd911faacbcd2eff",
     "sentences/photos/part-00000.parquet":
-        "4b7d930f525c22387d38952083644f6bef2a21810fc6eeb03bf654037121b700",
+        "e0a2c7a3fa7e0cc975c45741d801ec1fcaba1bbacb8c816d57cb0c20bff736bc",
     "sentences/photos/part-00001.parquet":
-        "34251f6d16bd06a671ab1c60ac25c2e258eeb4be98f5e0700daa453a76bf1ba9",
+        "d742ea3faff4919866c91a4e0e4eb0b5399a9388e6cb4cd433be244d816df1b4",
     "sentences/photos/part-00002.parquet":
-        "20b8c276b7e395ae27215cd9cedb8b4a80aa1a1244ee43639ad8d13cec85f25d",
+        "5154e38044b7672a178427a9d1414f36f4947dd68a8ca14a9e62a44d592a5ac7",
 }
 
 
