@@ -34,34 +34,24 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from photo_corpus import corpus, real_photos  # noqa: E402
 from uvd.config import ImageSpec  # noqa: E402
-from uvd.image import decode_image, fit_transform, normalise  # noqa: E402
-
-
-def _gauss_cubic(blur: float):
-    def resize(img: np.ndarray, nw: int, nh: int) -> np.ndarray:
-        h, w = img.shape[:2]
-        sx, sy = (blur * np.sqrt(max(r * r - 1.0, 0.0)) for r in (w / nw, h / nh))
-        if sx and sy:
-            img = cv2.GaussianBlur(img, (5, 5), sigmaX=sx, sigmaY=sy)
-        return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_CUBIC)
-    return resize
+from uvd.image import decode_image, fit_transform, normalise, resample  # noqa: E402
 
 
 def filters(blurs: list[float]) -> dict:
     """name → (img, spec, dct_scaled) → the normalised photo."""
     out = {n: (lambda f: lambda img, spec, _: normalise(img, spec, f))(f)
            for n, f in (("AREA", cv2.INTER_AREA), ("CUBIC", cv2.INTER_CUBIC), ("LINEAR", cv2.INTER_LINEAR))}
-    for b in blurs:
-        out[f"GAUSS {b:g}+CUBIC"] = (lambda rs: lambda img, spec, _: _crop(rs, img, spec))(_gauss_cubic(b))
+    for b in blurs:  # uvd's full-resolution rule (a Gaussian, then cubic) with another blur
+        out[f"GAUSS {b:g}+CUBIC"] = (lambda b: lambda img, spec, _: _crop(b, img, spec))(b)
     out["uvd"] = lambda img, spec, scaled: normalise(img, spec, dct_scaled=scaled)
     return out
 
 
-def _crop(resize, img: np.ndarray, spec: ImageSpec) -> np.ndarray:
+def _crop(blur: float, img: np.ndarray, spec: ImageSpec) -> np.ndarray:
     h, w = img.shape[:2]
     t = fit_transform(w, h, spec.size, "center_crop")
     (nw, nh), x0, y0 = t.resized, int(-t.tx), int(-t.ty)
-    return resize(img, nw, nh)[y0:y0 + spec.size, x0:x0 + spec.size]
+    return resample(img, nw, nh, blur=blur)[y0:y0 + spec.size, x0:x0 + spec.size]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

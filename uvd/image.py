@@ -201,7 +201,8 @@ def normalise(img: np.ndarray, spec: ImageSpec | None = None, interpolation: int
 PREFILTER_BLUR = 0.4
 
 
-def resample(img: np.ndarray, nw: int, nh: int, dct_scaled: bool = False) -> np.ndarray:
+def resample(img: np.ndarray, nw: int, nh: int, dct_scaled: bool = False,
+             blur: float = PREFILTER_BLUR) -> np.ndarray:
     """Resize a photo to nw×nh with the filter that follows an antialiased full-resolution
     resample (PIL's Lanczos) best at the cost we can pay (BENCHMARKS.md, laion profile):
 
@@ -210,13 +211,15 @@ def resample(img: np.ndarray, nw: int, nh: int, dct_scaled: bool = False) -> np.
       more and costs 2–4× as much; cubic taps alone alias on camera photos). A DCT-scaled
       decode is already low-passed by libjpeg's scaled IDCT, so it gets no Gaussian;
     - enlarging: INTER_CUBIC.
+
+    `blur` is there for benchmarks/resize_quality.py, which sweeps it.
     """
     h, w = img.shape[:2]
     rx, ry = w / nw, h / nh
     if rx >= 2 or ry >= 2:
         return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
     if not dct_scaled and (rx > 1 or ry > 1):
-        sx, sy = (PREFILTER_BLUR * math.sqrt(max(r * r - 1.0, 0.0)) for r in (rx, ry))
+        sx, sy = (blur * math.sqrt(max(r * r - 1.0, 0.0)) for r in (rx, ry))
         # A kernel of 1 on an axis that is not shrunk: sigma 0 would mean "from the kernel size".
         img = cv2.GaussianBlur(img, (5 if sx else 1, 5 if sy else 1), sigmaX=sx or 1.0, sigmaY=sy or 1.0)
     return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_CUBIC)
