@@ -272,8 +272,9 @@ def part_tokenize(s: Suite) -> None:
         build_s = time.perf_counter() - t
         t = time.perf_counter()
         with time_limit(min(s.left() - 10, 200)):
-            root, units, warm = _run_tokenize(Path(tmp) / "build", tok, use_ray, batch=2 if s.smoke else 256,
-                                              image_batch=4 if s.smoke else 256)
+            # `uvd tokenize`'s defaults: --batch-size 64, and images pooled across sentences by the same
+            root, units, warm = _run_tokenize(Path(tmp) / "build", tok, use_ray, batch=2 if s.smoke else 64,
+                                              image_batch=4 if s.smoke else 64)
         wall = time.perf_counter() - t - warm
         secs: dict[str, float] = {}
         images = 0
@@ -298,8 +299,8 @@ def part_tokenize(s: Suite) -> None:
     parts["write+audit"] = max(0.0, total - sum(parts.values()))
     split = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in parts.items()) if total else "no unit stats"
     load = f"after model load + compile ({warm:.0f} s, apart)" if warm else "incl. model load + compile"
-    s.row("b", f"tokenize job, {how}, encoder on its default path for the device, {images} images in {units} "
-               f"units (sentences of 4; build of the input {build_s:.0f} s)",
+    s.row("b", f"tokenize job, {how}, encoder on its default path for the device, batch {2 if s.smoke else 64}, "
+               f"{images} images in {units} units (sentences of 4; build of the input {build_s:.0f} s)",
           f"{images / wall:,.0f} images/s end to end ({wall:.1f} s, {load}); unit time: {split}; "
           f"host→device transfer ≈ {transfer:.2f} s of encode")
 

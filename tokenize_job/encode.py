@@ -75,7 +75,7 @@ class BatchEncoder:
     backend name); default on GPU unless UVD_TOKENIZER_COMPILE=0; a compile error falls back to eager.
     """
 
-    def __init__(self, model: VQGAN, batch_size: int = 32, channels_last: bool | None = None,
+    def __init__(self, model: VQGAN, batch_size: int = 64, channels_last: bool | None = None,
                  precision: str | None = None, reference: bool = False, cpu_batch: int = 1,
                  compile: bool | str | None = None) -> None:  # noqa: A002 — torch's own word for it
         self.model = model.eval()

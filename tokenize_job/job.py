@@ -234,7 +234,7 @@ class TokenizeResult:
 
 
 def tokenize(sentences_url: str, tokenizer_dir: str, out: str | None = None, *, use_ray: bool = True,
-             actors: int = 0, batch_size: int = 32, image_batch: int = 64, threads: int = 0,
+             actors: int = 0, batch_size: int = 64, image_batch: int = 64, threads: int = 0,
              log: Callable[[str], None] = logger.info, progress: Any = None) -> TokenizeResult:
     """Tokenize every committed sentence shard under `sentences_url` into <out>/tokens/<tokenizer-id>/.
 

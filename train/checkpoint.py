@@ -55,12 +55,20 @@ def plain(obj: Any) -> Any:
     return obj
 
 
+_SINGLE_PROCESS_WARNING = "torch.distributed is disabled"
+
+
 @contextlib.contextmanager
 def _quiet_single_process() -> Iterator[None]:
     # Without a process group DCP warns on every call that it assumes one process: that is the intent.
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        warnings.filterwarnings("ignore", message=_SINGLE_PROCESS_WARNING, category=UserWarning)
         yield
+
+
+def _quiet_single_process_for_good() -> None:
+    # An async save warns from its upload thread, after any `with` around the call has ended.
+    warnings.filterwarnings("ignore", message=_SINGLE_PROCESS_WARNING, category=UserWarning)
 
 
 def _is_local(url: str) -> bool:
@@ -182,6 +190,8 @@ class Checkpointer:
             storage.write_json(storage.join(url, TRAIN_STATE), train_state)
         t = time.perf_counter()
         if self.async_save:
+            if not dist.is_initialized():
+                _quiet_single_process_for_good()
             with _quiet_single_process():
                 res = dcp.async_save(app_state, storage_writer=writer(url), process_group=self._process_group(),
                                      async_stager=self._staging())

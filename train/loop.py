@@ -7,7 +7,6 @@ stdout and <out>/log.jsonl.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -24,6 +23,7 @@ from torch import nn
 from train import checkpoint
 from train.config import Config
 from train.model import ModelArgs, Transformer, loss_fn
+from train.run_log import RunLog
 from train.stream import TokenLoader
 from uvd import storage
 from uvd.progress import progress as progress_bar
@@ -191,22 +191,6 @@ def accumulation(cfg: Config, world: int, saved_global_batch: int | None = None)
     return want // per_pass, want
 
 
-class Logger:
-    def __init__(self, out: str, enabled: bool) -> None:
-        self.enabled, self.url = enabled, storage.join(out, "log.jsonl")
-        self.fs, self.path = storage.fs_and_path(self.url)
-        if enabled:
-            self.fs.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-
-    def log(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with self.fs.open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()]
-        log.info("train: " + " | ".join(parts))
-
-
 def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
     """Train to cfg.train.steps (or stop after `stop_after` steps of this run, checkpointing).
 
@@ -245,7 +229,7 @@ def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
         if d.main:
             log.info(f"train: resumed from {resume} at step {step} (saved by {saved['world']} rank(s), now {d.world}; "
                   f"{grad_accum} micro-batch(es) per step)")
-    logger = Logger(cfg.train.out, d.main)
+    logger = RunLog(cfg.train.out, d.main)
     if d.main and not resume:
         storage.write_json(storage.join(cfg.train.out, "config.json"), cfg.model_dump(mode="json"))
         log.info(f"train: {n_params / 1e6:.2f}M parameters, {d.world} rank(s), device {device.type}, "
@@ -302,8 +286,10 @@ def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
             logger.log(record)
         if step % cfg.train.ckpt_every == 0 or step == last_step:
             save_checkpoint(cfg, d, wrapped, optim, loader, step, ckpt, global_batch)
+            logger.flush()
             t_last = time.perf_counter()  # saving is not training time
     ckpt.close()  # the last save committed, its staging copy freed
+    logger.flush()
     if bar is not None:
         bar.close()
     if dist.is_initialized():

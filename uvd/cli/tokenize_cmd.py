@@ -8,10 +8,12 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="uvd tokenize", description=__doc__)
     p.add_argument("sentences", help="build output holding manifest.json / sentences/ (any fsspec URL)")
-    p.add_argument("--tokenizer", required=True, help="local directory: config.json + model.safetensors or pytorch_model.bin")
+    p.add_argument("--tokenizer", required=True,
+                   help="local directory: config.json + weights, under any name open-MUSE, LVM or diffusers use")
     p.add_argument("--out", help="output root; tokens go to <out>/tokens/<tokenizer-id>/ (default: the sentences URL)")
     p.add_argument("--actors", type=int, default=0, help="encoder actors (default: one per GPU, else 1)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="images per forward pass on GPU (64: the best measured, BENCHMARKS.md)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads per actor (default: its CPUs)")
     p.add_argument("--no-ray", action="store_true", help="run in this process (no Ray)")
     args = p.parse_args(argv)
