@@ -4,8 +4,8 @@
     python benchmarks/gpu_suite.py --smoke        # the same code, tiny configs, CPU (in the tests)
 
 (a) VQGAN encode, LVM's config (random weights), the encoder's GPU path (bf16 weights, contiguous)
-    eager and compiled over a batch sweep, plus channels-last and the earlier autocast path at one
-    batch: images/s, % of dense bf16 peak; token agreement of the default path with the fp32
+    eager and compiled over a batch sweep, compiled with CUDA graphs at batch 64, plus channels-last
+    and the earlier autocast path at one batch: images/s, % of dense bf16 peak; token agreement of the default path with the fp32
     reference on real photos. benchmarks/gpu_vqgan_variants.py has the full variant grid.
 (b) The tokenize job end to end over a few thousand images (Ray Data's GPU actor pool when Ray
     is installed, else the job's in-process path, said so in the row): images/s and where the
@@ -149,6 +149,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     for cl, fmt_label in ((False, "contiguous"), (True, "channels-last"))
     for comp, mode_label in ((False, "eager"), (True, "compiled"))
 }
+# The GPU default with CUDA graphs (inductor's reduce-overhead): launch overhead off the clock
+GRAPHS = "bf16 weights, contiguous, compiled, CUDA graphs"
+VARIANTS[GRAPHS] = {**VARIANTS["bf16 weights, contiguous, compiled"], "compile_mode": "reduce-overhead"}
 
 
 def encoder_flops(model: Any, device: torch.device) -> float:
@@ -175,10 +178,11 @@ def part_encode(s: Suite) -> None:
     photos = real_photos(cfg.resolution)
     sweep = [2, 4] if s.smoke else [64, 128, 256, 512]
     default = "bf16 weights, contiguous, compiled"  # what BatchEncoder does on a GPU unless told otherwise
-    # The GPU default eager over the sweep, compiled at two batches (a compile is ~15-20 s each),
-    # the layouts and the earlier path (autocast, channels-last) at one; then the best of these
-    # again with cuDNN's autotuner (not set by the job).
+    # The GPU default eager over the sweep, compiled at two batches (a compile is ~15-20 s each) and
+    # with CUDA graphs at the smallest, the layouts and the earlier path (autocast, channels-last) at
+    # one; then the best of these again with cuDNN's autotuner (not set by the job).
     runs = ([("bf16 weights, contiguous, eager", b) for b in sweep] + [(default, b) for b in sweep[::2]]
+            + [(GRAPHS, sweep[0])]
             + [(v, sweep[-2]) for v in ("bf16 weights, channels-last, eager", "autocast bf16, channels-last, eager")])
     best = (0.0, runs[0])
     for name, batch in runs + [("", 0)]:

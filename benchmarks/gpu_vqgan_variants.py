@@ -1,5 +1,5 @@
 """VQGAN encoder variants on one GPU: bf16 autocast vs bf16 weights × contiguous vs channels-last ×
-eager vs torch.compile, batch sweep. Reproduces the variant table of BENCHMARKS.md ("GPU (one H200)").
+eager vs torch.compile (and the GPU default with CUDA graphs), batch sweep. Reproduces the variant table of BENCHMARKS.md ("GPU (one H200)").
 
     PYTHONUNBUFFERED=1 python benchmarks/gpu_vqgan_variants.py --out variants.md [--batches 64,256,512]
     python benchmarks/gpu_vqgan_variants.py --smoke      # tiny config on CPU, compile backend "eager"
@@ -31,7 +31,7 @@ def time_latent(enc: Any, pixels: torch.Tensor, repeats: int) -> tuple[float, to
     """(images/s, latents, warm-up seconds) of `enc.encode_latent` on a device batch."""
     with torch.inference_mode():
         t = time.perf_counter()
-        z = enc.encode_latent(pixels)
+        z = enc.encode_latent(pixels).clone()  # with CUDA graphs the next call would overwrite it
         sync(pixels.device)
         warm = time.perf_counter() - t
         t = time.perf_counter()

@@ -180,3 +180,15 @@ def test_gpu_path_options_run_on_cpu_and_leave_the_model_fp32(caplog: pytest.Log
     assert not failing.compiled and "torch.compile failed" in caplog.text
     with pytest.raises(ValueError, match="precision"):
         BatchEncoder(model, precision="fp16")
+
+
+def test_compile_mode_goes_to_inductor_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # CUDA graphs (reduce-overhead) are an inductor mode: another backend would refuse the keyword.
+    seen: list[dict] = []
+    monkeypatch.setattr(torch, "compile", lambda net, **kw: seen.append(kw) or net)
+    model = VQGAN(small_config()).eval()
+    BatchEncoder(model, compile=True, compile_mode="reduce-overhead")
+    BatchEncoder(model, compile="eager", compile_mode="reduce-overhead")
+    BatchEncoder(model, compile=True)
+    assert seen == [{"backend": "inductor", "dynamic": False, "mode": "reduce-overhead"},
+                    {"backend": "eager", "dynamic": False}, {"backend": "inductor", "dynamic": False}]

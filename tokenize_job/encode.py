@@ -73,11 +73,14 @@ class BatchEncoder:
     on CPU. channels_last: default off on GPU (GroupNorm and the elementwise ops pay for layout
     conversions: slower there), on for CPU. compile: torch.compile the latent encoder (True, or a
     backend name); default on GPU unless UVD_TOKENIZER_COMPILE=0; a compile error falls back to eager.
+    compile_mode: inductor's mode ("reduce-overhead": CUDA graphs; "max-autotune"), default none;
+    with CUDA graphs a latent is overwritten by the next call: encode() consumes each one first.
     """
 
     def __init__(self, model: VQGAN, batch_size: int = 64, channels_last: bool | None = None,
                  precision: str | None = None, reference: bool = False, cpu_batch: int = 1,
-                 compile: bool | str | None = None) -> None:  # noqa: A002 — torch's own word for it
+                 compile: bool | str | None = None,  # noqa: A002 — torch's own word for it
+                 compile_mode: str | None = None) -> None:
         self.model = model.eval()
         self.reference = reference
         self.device = model.device
@@ -102,8 +105,9 @@ class BatchEncoder:
         self._latent: Callable[[torch.Tensor], torch.Tensor] = self.net
         if self.compiled:
             backend = compile_ if isinstance(compile_, str) else "inductor"
+            mode = {"mode": compile_mode} if compile_mode and backend == "inductor" else {}  # modes are inductor's
             # static shapes: _bucket pads ragged batches to a few sizes, each compiled once
-            self._latent = torch.compile(self.net, backend=backend, dynamic=False)
+            self._latent = torch.compile(self.net, backend=backend, dynamic=False, **mode)
 
     def _autocast(self):  # noqa: ANN202
         if self.precision == "autocast":
