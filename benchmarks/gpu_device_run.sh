@@ -10,11 +10,6 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo "wheel install failed"; exit 1; }
-  export PYTHONPATH=/tmp/site
-fi
 export PYTHONUNBUFFERED=1
 start=$(date +%s)
 PY=${PYTHON:-python3}
@@ -22,6 +17,11 @@ smoke=()
 if [ "${SMOKE:-0}" = 1 ]; then
   smoke=(--smoke)
 else
+  if compgen -G ".whl/*.whl" >/dev/null; then  # built for the device's Python 3.12 (gpu_wheels.sh)
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+      || { echo "wheel install failed"; exit 1; }
+    export PYTHONPATH=/tmp/site
+  fi
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/nvidia_smi.csv"
   "$PY" -c "import torch, pydantic; print('torch', torch.__version__, torch.cuda.get_device_name(0), 'pydantic', pydantic.VERSION)" \
     || exit 1
