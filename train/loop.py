@@ -229,7 +229,7 @@ def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
         if d.main:
             log.info(f"train: resumed from {resume} at step {step} (saved by {saved['world']} rank(s), now {d.world}; "
                   f"{grad_accum} micro-batch(es) per step)")
-    logger = RunLog(cfg.train.out, d.main)
+    logger = RunLog(cfg.train.out, d.main, resumed_at=step)
     if d.main and not resume:
         storage.write_json(storage.join(cfg.train.out, "config.json"), cfg.model_dump(mode="json"))
         log.info(f"train: {n_params / 1e6:.2f}M parameters, {d.world} rank(s), device {device.type}, "
