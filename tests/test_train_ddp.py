@@ -28,7 +28,9 @@ def _worker(rank: int, world: int, port: int, cfg_json: str, result_dir: str) ->
     from train.loop import teardown_distributed, train
 
     records = train(Config.model_validate(json.loads(cfg_json)))
-    Path(result_dir, f"rank{rank}.json").write_text(json.dumps({"losses": [r["loss"] for r in records]}))
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]  # what torch.compile captured
+    Path(result_dir, f"rank{rank}.json").write_text(json.dumps({"losses": [r["loss"] for r in records],
+                                                                "graphs": graphs}))
     teardown_distributed()
 
 
@@ -62,3 +64,19 @@ def test_two_rank_gloo_ddp_and_fsdp(tmp_path: Path) -> None:
     w = fck["model"]["model.layers.0.mlp.up_proj.weight"]
     assert tuple(w.shape) == (176, 64)  # full, not a shard
     assert torch.allclose(w, ck["model"]["model.layers.0.mlp.up_proj.weight"], atol=1e-5)
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_torch_compile_of_the_wrapped_model_gives_the_eager_losses(tmp_path: Path, parallel: str) -> None:
+    # `train.compile` (on by default on GPU) compiles the DDP- or FSDP2-wrapped model whole:
+    # inductor's CPU kernels here, in fp32, must train as eager does.
+    write_token_shards(tmp_path / "tokens" / "t", "video", units=2, sentences_per_unit=12, images=(1, 2))
+    losses, graphs = {}, {}
+    for compile_ in ("auto", True):  # auto: eager on CPU
+        cfg = _config(tmp_path, parallel)
+        cfg["train"].update(compile=compile_, out=str(tmp_path / f"{parallel}-{compile_}"))
+        mp.spawn(_worker, args=(2, _free_port(), json.dumps(cfg), str(tmp_path)), nprocs=2, join=True)
+        result = json.loads((tmp_path / "rank0.json").read_text())
+        losses[compile_], graphs[compile_] = result["losses"], result["graphs"]
+    assert graphs["auto"] == 0 and graphs[True] > 0
+    assert len(losses[True]) == 3 and losses[True] == pytest.approx(losses["auto"], rel=1e-4)

@@ -124,7 +124,8 @@ class TrainConfig(Strict):
     parallel: Literal["auto", "ddp", "fsdp"] = "auto"  # auto: FSDP from 1B parameters up, else DDP
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
-    compile: bool = False
+    # auto: on GPU (1B at seq 4096 on one H200: 55% MFU compiled, 37% eager), off on CPU
+    compile: bool | Literal["auto"] = "auto"
     threads: int = Field(0, ge=0)  # torch CPU threads per process; 0 = torch's default
     log_every: int = Field(10, ge=1)
     ckpt_every: int = Field(1000, ge=1)

@@ -235,7 +235,8 @@ def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
         log.info(f"train: {n_params / 1e6:.2f}M parameters, {d.world} rank(s), device {device.type}, "
                  f"{'bf16' if use_bf16 else 'fp32'}")
     peak = peak_flops(cfg, device)
-    compiled = torch.compile(wrapped) if cfg.train.compile else wrapped
+    compile_ = cfg.train.compile is True or (cfg.train.compile == "auto" and device.type == "cuda")
+    compiled = torch.compile(wrapped) if compile_ else wrapped
 
     records: list[dict[str, Any]] = []
     tokens_per_step = global_batch * cfg.data.seq_len
