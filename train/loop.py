@@ -230,12 +230,12 @@ def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
             log.info(f"train: resumed from {resume} at step {step} (saved by {saved['world']} rank(s), now {d.world}; "
                   f"{grad_accum} micro-batch(es) per step)")
     logger = RunLog(cfg.train.out, d.main, resumed_at=step)
+    compile_ = cfg.train.compile is True or (cfg.train.compile == "auto" and device.type == "cuda")
     if d.main and not resume:
         storage.write_json(storage.join(cfg.train.out, "config.json"), cfg.model_dump(mode="json"))
         log.info(f"train: {n_params / 1e6:.2f}M parameters, {d.world} rank(s), device {device.type}, "
-                 f"{'bf16' if use_bf16 else 'fp32'}")
+                 f"{'bf16' if use_bf16 else 'fp32'}, {'compiled' if compile_ else 'eager'}")
     peak = peak_flops(cfg, device)
-    compile_ = cfg.train.compile is True or (cfg.train.compile == "auto" and device.type == "cuda")
     compiled = torch.compile(wrapped) if compile_ else wrapped
 
     records: list[dict[str, Any]] = []

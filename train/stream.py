@@ -328,9 +328,13 @@ class TokenLoader:
     def __next__(self) -> torch.Tensor:
         if self._it is None:
             self.dataset.worker_offset = self.next_worker
-            loader = DataLoader(self.dataset, batch_size=None, collate_fn=_as_is, num_workers=self.cfg.num_workers,
-                                persistent_workers=self.cfg.num_workers > 0,
-                                prefetch_factor=2 if self.cfg.num_workers else None)
+            workers = self.cfg.num_workers
+            # Workers come from a forkserver, not a fork of this process: by now it runs threads
+            # (gloo/NCCL, DCP's async writers, fsspec's loop), and a fork copies their locks held:
+            # a forked worker died of "double free or corruption" in the test suite.
+            loader = DataLoader(self.dataset, batch_size=None, collate_fn=_as_is, num_workers=workers,
+                                persistent_workers=workers > 0, prefetch_factor=2 if workers else None,
+                                multiprocessing_context="forkserver" if workers else None)
             self._it = iter(loader)
         item = next(self._it)
         self.dataset.states[item["worker"]] = item["state"]
