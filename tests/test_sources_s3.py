@@ -2,6 +2,7 @@
 local copy; a missing remote object ends in the audit as `io` with its URL."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -143,6 +144,15 @@ def _fill(value: Any, root: str) -> Any:
     return value
 
 
+def _without_backend(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for r in rows:
+        meta = json.loads(r["meta"])
+        meta.pop("backend", None)
+        out.append({**r, "meta": meta})
+    return out
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, tuple[Path, dict[str, Any]]]:
     return make_inputs(tmp_path_factory.mktemp("inputs"))
@@ -159,7 +169,10 @@ def test_source_on_s3_gives_the_same_sentences_as_a_local_copy(name, inputs, s3,
     rows_local, audit_local, _ = build_dataset(tmp_path / "local", {"name": name, **_fill(dataset, str(local))})
     rows_s3, audit_s3, _ = build_dataset(tmp_path / "s3", {"name": name, **_fill(dataset, url)})
     assert rows_local, f"{name}: the local build made no sentence"
-    assert rows_s3 == rows_local  # ids, images, meta: everything but the file metadata (config paths)
+    # ids, images, meta: everything but the file metadata (config paths) and the video decoder's
+    # name: on corrupted.mp4 decord's threaded decoder fails now and then on a packet past the
+    # frames it needs (3 times in 12 here), PyAV then decodes the same pixels (README, Known limits)
+    assert _without_backend(rows_s3) == _without_backend(rows_local)
     assert {k: (a["status"], a["reason"]) for k, a in audit_s3.items()} == \
         {k: (a["status"], a["reason"]) for k, a in audit_local.items()}
     assert set(Path(tempfile.gettempdir()).glob("uvd-stage-*")) == staged_before  # temp copies removed
