@@ -80,3 +80,18 @@ def test_torch_compile_of_the_wrapped_model_gives_the_eager_losses(tmp_path: Pat
         losses[compile_], graphs[compile_] = result["losses"], result["graphs"]
     assert graphs["auto"] == 0 and graphs[True] > 0
     assert len(losses[True]) == 3 and losses[True] == pytest.approx(losses["auto"], rel=1e-4)
+
+
+def test_gradient_accumulation_on_two_ranks_ddp_trains_as_fsdp(tmp_path: Path) -> None:
+    # Two micro-batches per step on each of two ranks (as configs/train_lvm_300m.yaml on 8 GPUs):
+    # DDP skips the all-reduce of the first (no_sync), FSDP2 its reduce-scatter; the same rows,
+    # so the same losses (DDP's no_sync context used to be entered twice, and raised).
+    write_token_shards(tmp_path / "tokens" / "t", "video", units=2, sentences_per_unit=12, images=(1, 2))
+    losses = {}
+    for parallel in ("ddp", "fsdp"):
+        cfg = _config(tmp_path, parallel)
+        cfg["train"].update(batch_size=1, global_batch=4, steps=3)
+        mp.spawn(_worker, args=(2, _free_port(), json.dumps(cfg), str(tmp_path)), nprocs=2, join=True)
+        losses[parallel] = json.loads((tmp_path / "rank0.json").read_text())["losses"]
+        assert checkpoint.read_train_state(checkpoint.latest(str(tmp_path / parallel)))["global_batch"] == 4
+    assert len(losses["ddp"]) == 3 and losses["ddp"] == pytest.approx(losses["fsdp"], rel=1e-5)

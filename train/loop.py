@@ -258,9 +258,11 @@ def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
             else:  # DDP (no_sync) or a single process (nothing to sync)
                 ctx = wrapped.no_sync() if not sync and hasattr(wrapped, "no_sync") else contextlib.nullcontext()
             amp = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
-            with ctx, amp:
-                loss = loss_fn(compiled(x), y, cfg.data.pad_id) / grad_accum
+            # One `with` for forward and backward: DDP's no_sync() is a one-shot context manager
+            # (entering it twice raised on every DDP run with accumulation) and must span both.
             with ctx:
+                with amp:
+                    loss = loss_fn(compiled(x), y, cfg.data.pad_id) / grad_accum
                 loss.backward()
             total += loss.detach()
         grad_norm = None
