@@ -3,8 +3,13 @@ server, the benchmark itself), which a per-process timer would miss."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # uvd, however this is started
+from uvd.procs import child_pids  # noqa: E402
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -64,16 +69,6 @@ class TreeCPU:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _children(self, pid: int) -> list[int]:
-        out: list[int] = []
-        try:
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{tid}/children") as f:
-                    out += [int(c) for c in f.read().split()]
-        except OSError:
-            pass
-        return out
-
     def _cpu(self, pid: int) -> float | None:
         try:
             with open(f"/proc/{pid}/stat") as f:
@@ -92,7 +87,7 @@ class TreeCPU:
                 self.seen[pid] = max(cpu, self.seen.get(pid, 0.0))
                 if pid not in self.kinds:
                     self.kinds[pid] = "driver" if pid == self.root else kind_of(pid)
-            stack += self._children(pid)
+            stack += child_pids(pid)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

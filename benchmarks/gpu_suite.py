@@ -5,8 +5,9 @@
 
 (a) VQGAN encode, LVM's config (random weights), the encoder's GPU path (bf16 weights, contiguous)
     eager and compiled over a batch sweep, compiled with CUDA graphs at batch 64, plus channels-last
-    and the earlier autocast path at one batch: images/s, % of dense bf16 peak; token agreement of the default path with the fp32
-    reference on real photos. benchmarks/gpu_vqgan_variants.py has the full variant grid.
+    and the earlier autocast path at one batch: images/s, % of dense bf16 peak; token agreement of
+    the default path with the fp32 reference on real photos. benchmarks/gpu_vqgan_variants.py
+    has the full variant grid.
 (b) The tokenize job end to end over a few thousand images (Ray Data's GPU actor pool when Ray
     is installed, else the job's in-process path, said so in the row): images/s and where the
     time goes (read, decode, encode incl. host→device transfer, write = the rest).
@@ -46,13 +47,13 @@ DENSE_BF16_PEAK = 989e12  # H100/H200 SXM, dense bf16
 
 
 class Suite:
-    def __init__(self, out: str | None, budget_s: float, smoke: bool) -> None:
+    def __init__(self, out: str | None, budget_s: float, smoke: bool, ckpt_size: str = "1b") -> None:
         self.rows: list[tuple[str, str, str]] = []
         self.out, self.smoke = out, smoke
         self.t0 = time.monotonic()
         self.deadline = self.t0 + budget_s
         self.device = torch.device("cpu" if smoke or not torch.cuda.is_available() else "cuda")
-        self.ckpt_size = "1b"  # part (d)'s model; --ckpt-size 300m fits a CPU machine's memory
+        self.ckpt_size = ckpt_size  # part (d)'s model; 300m fits a CPU machine's memory
         self.lock = threading.Lock()
 
     def left(self) -> float:
@@ -278,7 +279,8 @@ def part_tokenize(s: Suite) -> None:
         build_s = time.perf_counter() - t
         t = time.perf_counter()
         with time_limit(min(s.left() - 10, 200)):
-            # `uvd tokenize`'s defaults: --batch-size 64, and images pooled across sentences by the same
+            # as `uvd tokenize` runs by default: --batch-size 64, which also sets how many images
+            # are pooled across sentences per encode
             root, units, warm = _run_tokenize(Path(tmp) / "build", tok, use_ray, batch=2 if s.smoke else 64,
                                               image_batch=4 if s.smoke else 64)
         wall = time.perf_counter() - t - warm
@@ -485,8 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", default="a,c,d,b,C", help="a encode, b tokenize job, c train eager, C train compiled, d DCP")
     p.add_argument("--ckpt-size", default="1b", help="model of part d (default 1b; 300m for a CPU run)")
     args = p.parse_args(argv)
-    s = Suite(args.out, args.budget_s, args.smoke)
-    s.ckpt_size = args.ckpt_size
+    s = Suite(args.out, args.budget_s, args.smoke, args.ckpt_size)
     if s.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -48,10 +48,15 @@ def filters(blurs: list[float]) -> dict:
 
 
 def _crop(blur: float, img: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    return _resize_and_crop(img, spec.size, lambda i, nw, nh: resample(i, nw, nh, blur=blur))
+
+
+def _resize_and_crop(img: np.ndarray, size: int, resize) -> np.ndarray:  # noqa: ANN001
+    """The centre crop `normalise` makes, with another resize: resize(img, nw, nh)."""
     h, w = img.shape[:2]
-    t = fit_transform(w, h, spec.size, "center_crop")
+    t = fit_transform(w, h, size, "center_crop")
     (nw, nh), x0, y0 = t.resized, int(-t.tx), int(-t.ty)
-    return resample(img, nw, nh, blur=blur)[y0:y0 + spec.size, x0:x0 + spec.size]
+    return resize(img, nw, nh)[y0:y0 + size, x0:x0 + size]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -59,10 +64,10 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def reference(full: np.ndarray, size: int) -> np.ndarray:
-    h, w = full.shape[:2]
-    t = fit_transform(w, h, size, "center_crop")
-    (nw, nh), x0, y0 = t.resized, int(-t.tx), int(-t.ty)
-    return np.asarray(Image.fromarray(full).resize((nw, nh), Image.LANCZOS))[y0:y0 + size, x0:x0 + size]
+    def lanczos(img: np.ndarray, nw: int, nh: int) -> np.ndarray:
+        return np.asarray(Image.fromarray(img).resize((nw, nh), Image.LANCZOS))
+
+    return _resize_and_crop(full, size, lanczos)
 
 
 def measure(paths: list[Path], spec: ImageSpec, fs: dict) -> tuple[dict, dict]:

@@ -59,10 +59,11 @@ def test_stop_ray_ends_a_local_ray_and_its_daemons(tmp_path):
 
     code = textwrap.dedent("""
         import ray
-        from uvd.runner import _child_pids, init_ray, stop_ray
+        from uvd.procs import child_pids
+        from uvd.runner import init_ray, stop_ray
         init_ray(1)
         assert ray.get(ray.remote(lambda: 7).remote()) == 7
-        before = _child_pids()
+        before = child_pids()
         stop_ray()
         def running(pid):
             try:

@@ -42,10 +42,15 @@ def _config(tmp_path: Path, parallel: str) -> dict:
                       "parallel": parallel}}
 
 
+def _two_ranks(cfg: dict, tmp_path: Path) -> dict:
+    """Train on 2 gloo ranks; rank 0's result (losses, graphs compiled)."""
+    mp.spawn(_worker, args=(2, _free_port(), json.dumps(cfg), str(tmp_path)), nprocs=2, join=True)
+    return json.loads((tmp_path / "rank0.json").read_text())
+
+
 def test_two_rank_gloo_ddp_and_fsdp(tmp_path: Path) -> None:
     write_token_shards(tmp_path / "tokens" / "t", "video", units=2, sentences_per_unit=12, images=(1, 2))
-    mp.spawn(_worker, args=(2, _free_port(), json.dumps(_config(tmp_path, "ddp")), str(tmp_path)), nprocs=2, join=True)
-    r0 = json.loads((tmp_path / "rank0.json").read_text())
+    r0 = _two_ranks(_config(tmp_path, "ddp"), tmp_path)
     r1 = json.loads((tmp_path / "rank1.json").read_text())
     assert len(r0["losses"]) == 3 and r0["losses"] == r1["losses"]  # all-reduced: every rank logs the same
     ck = checkpoint.load_full(str(tmp_path / "ddp"))
@@ -57,8 +62,7 @@ def test_two_rank_gloo_ddp_and_fsdp(tmp_path: Path) -> None:
 
     # FSDP2 shards the same model over the same two ranks: the same losses, and a checkpoint
     # gathered to full tensors that a single process can load.
-    mp.spawn(_worker, args=(2, _free_port(), json.dumps(_config(tmp_path, "fsdp")), str(tmp_path)), nprocs=2, join=True)
-    f0 = json.loads((tmp_path / "rank0.json").read_text())
+    f0 = _two_ranks(_config(tmp_path, "fsdp"), tmp_path)
     assert f0["losses"] == pytest.approx(r0["losses"], rel=1e-5)
     fck = checkpoint.load_full(str(tmp_path / "fsdp"))
     w = fck["model"]["model.layers.0.mlp.up_proj.weight"]
@@ -75,8 +79,7 @@ def test_torch_compile_of_the_wrapped_model_gives_the_eager_losses(tmp_path: Pat
     for compile_ in ("auto", True):  # auto: eager on CPU
         cfg = _config(tmp_path, parallel)
         cfg["train"].update(compile=compile_, out=str(tmp_path / f"{parallel}-{compile_}"))
-        mp.spawn(_worker, args=(2, _free_port(), json.dumps(cfg), str(tmp_path)), nprocs=2, join=True)
-        result = json.loads((tmp_path / "rank0.json").read_text())
+        result = _two_ranks(cfg, tmp_path)
         losses[compile_], graphs[compile_] = result["losses"], result["graphs"]
     assert graphs["auto"] == 0 and graphs[True] > 0
     assert len(losses[True]) == 3 and losses[True] == pytest.approx(losses["auto"], rel=1e-4)
@@ -91,7 +94,6 @@ def test_gradient_accumulation_on_two_ranks_ddp_trains_as_fsdp(tmp_path: Path) -
     for parallel in ("ddp", "fsdp"):
         cfg = _config(tmp_path, parallel)
         cfg["train"].update(batch_size=1, global_batch=4, steps=3)
-        mp.spawn(_worker, args=(2, _free_port(), json.dumps(cfg), str(tmp_path)), nprocs=2, join=True)
-        losses[parallel] = json.loads((tmp_path / "rank0.json").read_text())["losses"]
+        losses[parallel] = _two_ranks(cfg, tmp_path)["losses"]
         assert checkpoint.read_train_state(checkpoint.latest(str(tmp_path / parallel)))["global_batch"] == 4
     assert len(losses["ddp"]) == 3 and losses["ddp"] == pytest.approx(losses["fsdp"], rel=1e-5)

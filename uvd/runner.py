@@ -15,6 +15,7 @@ from uvd.dedup import CONTENT_TABLE, write_content_table
 from uvd.engine import Summary, find_committed, short_error, write_run_manifest
 from uvd.layout import UnitLayout
 from uvd.plan import PlannedUnit, plan_units
+from uvd.procs import child_pids
 from uvd.progress import progress as progress_bar
 from uvd.unit import dataset_hash, recipe, run_unit
 
@@ -61,7 +62,7 @@ def stop_ray() -> None:
     """
     import ray
 
-    for pid in _child_pids():
+    for pid in child_pids():
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmd = f.read()
@@ -70,18 +71,6 @@ def stop_ray() -> None:
         except OSError:  # gone already, or not Linux
             pass
     ray.shutdown()
-
-
-def _child_pids() -> list[int]:
-    """This process's children, from each of its threads' /proc children list (Linux; else none)."""
-    pids: list[int] = []
-    try:
-        for tid in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{tid}/children") as f:
-                pids += [int(c) for c in f.read().split()]
-    except OSError:
-        pass
-    return pids
 
 
 def _log_unit(done: int, total: int, summary: Summary, t0: float, name: str) -> None:

@@ -76,21 +76,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.main(rest) or 0)
     finally:
         if _ray_started() and not ray_before:
-            _stop_ray()
+            # Now, not at exit: Ray's exit hook first sleeps half a second for log lines to drain,
+            # every command; our results are the shards and the summary already printed.
+            from uvd.runner import stop_ray
+
+            stop_ray()
 
 
 def _ray_started() -> bool:
     ray = sys.modules.get("ray")
     return ray is not None and ray.is_initialized()
-
-
-def _stop_ray() -> None:
-    """Stop the Ray this command started now: Ray's own exit hook would do the same after
-    sleeping half a second for log lines to drain, every command; our results are the
-    shards and the summary already printed, not a worker's last log line."""
-    from uvd.runner import stop_ray
-
-    stop_ray()
 
 
 if __name__ == "__main__":
