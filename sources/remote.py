@@ -8,9 +8,11 @@ size cap, and removed when the item is done.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import posixpath
 import shutil
+import stat
 import tempfile
 from typing import Iterator
 
@@ -24,15 +26,91 @@ def _io(url: str, err: Exception) -> BadInput:
     return BadInput("io", f"{url}: {why}")
 
 
-def read_bytes(url: str) -> bytes:
-    """The whole file; a missing, unreadable or forbidden object is BadInput("io")."""
+# One image, mask, depth map or side file of one item. Larger files are refused (`too_large`)
+# before they are read: nothing a source reads per item is held whole beyond this.
+MAX_ITEM_BYTES = 64 << 20
+
+
+def read_bytes(url: str, max_bytes: int = MAX_ITEM_BYTES) -> bytes:
+    """The whole file, at most `max_bytes`; a missing, unreadable or forbidden object is
+    BadInput("io"), a FIFO, device, socket or folder is BadInput("not_a_file") (checked before
+    any byte is read, so a FIFO never blocks), a bigger file is BadInput("too_large")."""
     try:
         fs, path = fs_and_path(url)
-        return fs.cat_file(path)
+        if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+            return _read_local(url, path, max_bytes)
+        size = int(fs.size(path) or 0)
+        if size > max_bytes:
+            raise BadInput("too_large", f"{url}: {size} bytes > cap {max_bytes}")
+        data = fs.cat_file(path, start=0, end=max_bytes + 1)
+        if len(data) > max_bytes:  # the object grew between the size and the read
+            raise BadInput("too_large", f"{url}: over cap {max_bytes} bytes")
+        return data
     except BadInput:
         raise
     except Exception as err:  # fsspec back-ends raise OSError subclasses, botocore and aiohttp errors
         raise _io(url, err) from None
+
+
+def _read_local(url: str, path: str, max_bytes: int) -> bytes:
+    # O_NONBLOCK: opening a FIFO with no writer would block; fstat on the open descriptor then
+    # decides (a symlink swapped after a stat cannot slip a device in).
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        if err.errno in (errno.ENXIO, errno.EISDIR):
+            raise BadInput("not_a_file", f"{url}: not a regular file") from None
+        raise
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise BadInput("not_a_file", f"{url}: not a regular file")
+        if st.st_size > max_bytes:
+            raise BadInput("too_large", f"{url}: {st.st_size} bytes > cap {max_bytes}")
+        chunks, n = [], 0
+        while chunk := f.read(min(1 << 20, max_bytes + 1 - n)):
+            chunks.append(chunk)
+            n += len(chunk)
+            if n > max_bytes:  # grew since the stat
+                raise BadInput("too_large", f"{url}: over cap {max_bytes} bytes")
+        return b"".join(chunks)
+
+
+def check_regular(url: str) -> None:
+    """BadInput("not_a_file") unless `url` is a regular file (after symlinks): for files that a
+    library opens by path (decoders, mesh loaders), checked before it can block on a FIFO."""
+    fs, path = fs_and_path(url)
+    if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        return  # object stores hold objects only
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise _io(url, err) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BadInput("not_a_file", f"{url}: not a regular file")
+
+
+def resolve_under(root: str, name: object) -> str:
+    """`root`/`name` for a path taken from inside a data file (a COCO `file_name`, a glTF buffer
+    uri, a list-file line), refused with BadInput("bad_path") unless it stays under `root`:
+    absolute paths, `..` that climbs out, NUL bytes, non-strings, and (on a local disk) symlinks
+    that lead outside. Object-store keys have no symlinks and no `..` of their own: the check
+    there is on the normalised key."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise BadInput("bad_path", f"{name!r}: not a relative path")
+    if name.startswith("/") or "://" in name or (len(name) > 1 and name[1] == ":"):
+        raise BadInput("bad_path", f"{name!r}: absolute path outside {root}")
+    norm = posixpath.normpath(name)
+    if norm == ".." or norm.startswith("../"):
+        raise BadInput("bad_path", f"{name!r}: leaves {root}")
+    url = posixpath.join(root.rstrip("/"), norm)
+    fs, path = fs_and_path(url)
+    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        real_root = os.path.realpath(fs_and_path(root)[1])
+        real = os.path.realpath(path)
+        if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
+            raise BadInput("bad_path", f"{name!r}: resolves outside {root} (symlink)")
+    return url
 
 
 def size_of(url: str) -> int:
