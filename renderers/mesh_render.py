@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import time
+import types
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -113,8 +114,25 @@ def offscreen(width: int, height: int, platform: Platform = "auto") -> Any:
     r = _RENDERERS.get((width, height))
     if r is None:
         r = _pyrender(platform).OffscreenRenderer(width, height)
+        r._renderer._sorted_mesh_nodes = types.MethodType(_sorted_mesh_nodes, r._renderer)
         _RENDERERS[(width, height)] = r
     return r
+
+
+def _sorted_mesh_nodes(renderer: Any, scene: Any) -> list:
+    """pyrender's draw order (solid, then transparent, far to near) with ties broken by node name.
+
+    pyrender keeps mesh nodes in a set and sorts them by distance only; our instanced nodes all
+    sit at the origin, so the order of alpha-blended parts came from object ids and differed
+    between processes (16 of 16 views of a transparent glTF differed between two builds).
+    """
+    cam = scene.get_pose(scene.main_camera_node)[:3, 3]
+
+    def key(n: Any) -> tuple[float, str]:
+        return -round(float(np.linalg.norm(scene.get_pose(n)[:3, 3] - cam)), 9), n.name or ""
+
+    nodes = sorted(scene.mesh_nodes, key=key)
+    return [n for n in nodes if not n.mesh.is_transparent] + [n for n in nodes if n.mesh.is_transparent]
 
 
 def close_all() -> None:
@@ -143,10 +161,11 @@ def build_scene(obj: PreparedObject, intrinsics: Intrinsics, platform: Platform 
     """(scene, camera node, [(light node, offset)]) for one object; textures and vertex colours kept."""
     pr = _pyrender(platform)
     scene = pr.Scene(bg_color=[1.0, 1.0, 1.0, 1.0], ambient_light=[AMBIENT] * 3)
-    for name, geom in obj.geometry.items():
+    for i, (name, geom) in enumerate(obj.geometry.items()):
         # pyrender cannot interpolate per-face colours: such meshes go flat-shaded.
         smooth = getattr(geom.visual, "kind", None) != "face"
-        scene.add(pr.Mesh.from_trimesh(geom, smooth=smooth, poses=obj.poses[name]))
+        # the name fixes the draw order of alpha-blended parts (_sorted_mesh_nodes)
+        scene.add(pr.Mesh.from_trimesh(geom, smooth=smooth, poses=obj.poses[name]), name=f"{i:06d}")
     camera = pr.PerspectiveCamera(yfov=math.radians(intrinsics.yfov_deg), znear=intrinsics.znear,
                                   zfar=intrinsics.zfar, aspectRatio=intrinsics.width / intrinsics.height)
     cam_node = scene.add(camera, pose=np.eye(4))

@@ -57,3 +57,19 @@ def test_plan_reports_datasets_whose_data_is_missing(odd_folder, tmp_path, capsy
     out = capsys.readouterr().out
     assert "not_yet" in out and "NOT PLANNED" in out and "/no/such/folder" in out
     assert next(l for l in out.splitlines() if l.startswith("here")).split()[3] == "15"
+
+
+def test_plan_columns_never_run_together_and_reasons_are_plain_words(odd_folder, tmp_path, capsys):
+    cfg = _cfg(odd_folder, tmp_path / "out")
+    units = plan_units(cfg)
+    # tiny MiB and CPU-h (0.4 MiB beside 0.000192 h once printed as "0.40.000192")
+    costs = {"photos": plan_cmd.Cost(items=15, seconds=0.0461, sentences=15, images=15, bytes=28_000)}
+    line = next(l for l in plan_cmd.report(cfg, units, costs, 989, 0.4).splitlines() if l.startswith("photos"))
+    fields = line.split()
+    assert fields[2:7] == ["3", "15", "15", "15", "3,855"] and float(fields[7]) == 0.0 and float(fields[8]) > 0
+    config = tmp_path / "c.yaml"
+    config.write_text("datasets:\n  - {name: gone, source: image_folder, source_args: {root: /no/such/folder}}\n")
+    assert plan_cmd.main([str(config)]) == 0
+    reason = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("gone"))
+    assert "NOT PLANNED" in reason and "/no/such/folder" in reason
+    assert "Value error" not in reason and "(top)" not in reason

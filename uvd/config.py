@@ -80,9 +80,11 @@ class BuildConfig(Strict):
 def format_validation_error(err: ValidationError, where: str) -> str:
     lines = [f"{where}: invalid config"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top)"
+        loc = ".".join(str(p) for p in e["loc"])
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"  {loc}: {msg}")
+        if e["type"] == "value_error":  # our validators' own words, without pydantic's "Value error, "
+            msg = str(e.get("ctx", {}).get("error", msg.removeprefix("Value error, ")))
+        lines.append(f"  {loc}: {msg}" if loc else f"  {msg}")
     return "\n".join(lines)
 
 

@@ -92,12 +92,13 @@ def report(cfg: BuildConfig, units: list[PlannedUnit], costs: dict[str, Cost], g
         rows.append((ds.key, ds.source, ds.builder, len(dus), est, c))
         for f in ("items", "seconds", "sentences", "images", "bytes"):
             setattr(totals, f, getattr(totals, f) + getattr(est, f))
-    lines = [f"{'dataset':<22}{'source/builder':<28}{'units':>6}{'items':>10}{'sentences':>11}{'images':>10}"
-             f"{'tokens':>13}{'MiB':>10}{'CPU-h':>8}   measured on"]
+    lines = [f"{'dataset':<22}{'source/builder':<28}{'units':>7}{'items':>11}{'sentences':>11}{'images':>11}"
+             f"{'tokens':>15}{'MiB':>11}{'CPU-h':>11}   measured on"]
     for key, src, bld, nu, est, c in rows + [("TOTAL", "", "", len(units), totals, None)]:
         tokens = est.images * TOKENS_PER_IMAGE + est.sentences
-        lines.append(f"{key:<22}{(src + '/' + bld) if src else '':<28}{nu:>6}{est.items:>10}{est.sentences:>11}"
-                     f"{est.images:>10}{tokens:>13,}{est.bytes / 2**20:>10.1f}{est.seconds / 3600:>8.3g}   "
+        # every number right-aligned with at least one space before it: columns never run together
+        lines.append(f"{key:<22}{(src + '/' + bld) if src else '':<28}{nu:>7} {est.items:>10} {est.sentences:>10} "
+                     f"{est.images:>10} {tokens:>14,} {est.bytes / 2**20:>10.1f} {est.seconds / 3600:>10.3g}   "
                      + (f"{c.items} items, {c.per_item('seconds') * 1000:.1f} ms/item" if c else ""))
     for key, why in missing.items():
         lines.append(f"{key:<22}NOT PLANNED: {why.splitlines()[-1].strip()}")
