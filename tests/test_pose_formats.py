@@ -204,6 +204,17 @@ def test_malformed_keypoints_still_end_bad_annotation(tmp_path):
     assert all("set `keypoint_format`" in a["error"] for a in audit.values())
 
 
+def test_names_that_match_no_table_are_refused_not_decided_by_count():
+    from uvd.keypoint_formats import undetected_reason
+
+    animal = ["nose", "left_eye", "right_eye", "neck", "tail_root"] + [f"paw_{i}" for i in range(12)]  # 17 points
+    assert detect_format(animal, 17) is None  # before: "coco" by count, drawn as a person
+    why = undetected_reason(animal, 17)
+    assert "17 keypoints named [nose, left_eye, right_eye, neck, ...]" in why and "coco" in why and "posetrack18" in why
+    assert "AI Challenger" not in undetected_reason(None, 5) and "no known format has 5 points" in undetected_reason(None, 5)
+    assert "aic, crowdpose" in undetected_reason(None, 14)
+
+
 def test_detect_format_from_names_or_count():
     assert detect_format(None, 17) == detect_format(list(COCO17), 17) == "coco"
     assert detect_format(list(NAMES["posetrack18"]), 17) == "posetrack18"

@@ -103,7 +103,9 @@ def detect_format(names: Sequence[str] | None, count: int, wholebody_fields: boo
     """The format of a COCO-style category: the table of `count` points whose names agree with
     `names` at the most positions (more than half; datasets spell a few differently, e.g.
     CrowdPose's own file says "head" where MMPose says "top_head"); without names, the only
-    format of that many points. None when ambiguous (14 points without names: AIC or CrowdPose)."""
+    format of that many points. None when ambiguous (14 points without names: AIC or CrowdPose)
+    and when names are given that match no table: a 17-point animal skeleton is not a COCO person
+    (`undetected_reason` says why, for the audit)."""
     if wholebody_fields:
         return "coco_wholebody"
     candidates = [f for f, n in NUM_KEYPOINTS.items() if n == count and f != "ochuman"]  # OCHuman draws as COCO
@@ -111,8 +113,19 @@ def detect_format(names: Sequence[str] | None, count: int, wholebody_fields: boo
         scored = sorted(((sum(a == b for a, b in zip(names, NAMES[f] or ())), f) for f in candidates), reverse=True)
         if scored and scored[0][0] * 2 > count and (len(scored) == 1 or scored[1][0] < scored[0][0]):
             return scored[0][1]
+        return None
     plain = [f for f in candidates if f != "posetrack18"]  # PoseTrack18 is told apart by its names only
     return plain[0] if len(plain) == 1 else None
+
+
+def undetected_reason(names: Sequence[str] | None, count: int) -> str:
+    """Why `detect_format(names, count)` found no format, in words for an audit reason."""
+    having = [f for f, n in NUM_KEYPOINTS.items() if n == count]
+    formats = f"formats with {count} points: {', '.join(having)}" if having else f"no known format has {count} points"
+    if names and len(names) == count:
+        shown = ", ".join(map(str, list(names)[:4])) + (", ..." if count > 4 else "")
+        return f"{count} keypoints named [{shown}] match no known table ({formats}); set `keypoint_format`"
+    return f"{count} keypoints without names ({formats}); set `keypoint_format`"
 
 
 def to_openpose(keypoints: np.ndarray, fmt: str) -> np.ndarray:
