@@ -44,7 +44,7 @@ from sources.remote import read_bytes
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput, ConfigError
-from uvd.keypoint_formats import NUM_KEYPOINTS, FormatOption, detect_format
+from uvd.keypoint_formats import NUM_KEYPOINTS, FormatOption, detect_format, undetected_reason
 from uvd.records import Failed, Item
 from uvd.storage import fs_and_path, join
 
@@ -193,8 +193,8 @@ def parse_object(ann: dict[str, Any], width: int, height: int, categories: dict[
             (category_keypoints or {}).get(cid), len(kps) // 3 if isinstance(kps, list) else 0,
             wholebody_fields=any(f in ann for f in WHOLEBODY_PARTS))
         if fmt is None:
-            raise BadInput("bad_annotation", f"annotation {aid}: {len(kps) // 3} keypoints could be AI Challenger or "
-                                             "CrowdPose; set `keypoint_format`")
+            raise BadInput("bad_annotation", f"annotation {aid}: " + undetected_reason(
+                (category_keypoints or {}).get(cid), len(kps) // 3 if isinstance(kps, list) else 0))
         k = NUM_KEYPOINTS[fmt]
         if not isinstance(kps, list) or len(kps) != 3 * k or not _finite(kps):
             n = len(kps) if isinstance(kps, list) else type(kps).__name__

@@ -24,10 +24,12 @@ frame (PoseTrack labels head tops that leave it) counts as unlabelled.
 """
 from __future__ import annotations
 
+import io
 import posixpath
 from typing import Any, Iterator
 
 import numpy as np
+from PIL import Image
 from pydantic import Field, model_validator
 
 from sources.coco import read_json
@@ -37,7 +39,7 @@ from sources.video_plan import ShortPolicy, check_sentence_length, clip_notes, f
 from uvd.api import BuildContext, Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput, ConfigError
-from uvd.keypoint_formats import NUM_KEYPOINTS, FormatOption, detect_format
+from uvd.keypoint_formats import NUM_KEYPOINTS, FormatOption, detect_format, undetected_reason
 from uvd.records import Failed, Item
 from uvd.storage import join
 
@@ -118,7 +120,7 @@ class PoseVideoSource(Source):
         names = next((c.get("keypoints") for c in data.get("categories") or [] if isinstance(c, dict)), None)
         fmt = detect_format(names, count)
         if fmt is None:
-            raise BadInput("bad_annotation", f"{count} keypoints per person: set `keypoint_format`")
+            raise BadInput("bad_annotation", undetected_reason(names, count))
         return fmt
 
     def read_one(self, video: str, data: dict[str, Any]) -> Item:
@@ -143,6 +145,8 @@ class PoseVideoSource(Source):
         for i in needed:
             img = frames[i]
             images.append(read_bytes(join(o.root, img["file_name"])))  # BadInput("io", "<url>: ...")
+            if not (width and height):  # the official PoseTrack files give no size: the frame's own header does
+                width, height = _frame_size(images[-1], img["file_name"])
             keypoints.append(self._people(people.get(img.get("id"), []), k, fmt, img, width, height))
         return Item(
             item_id=video, source=self.ctx.dataset, images=images,
@@ -169,6 +173,19 @@ class PoseVideoSource(Source):
                 raise BadInput("bad_annotation", f"{img['file_name']}: person {ann.get('id', '?')}: a keypoint is "
                                                  "non-finite or its visibility is not 0/1/2")
             # PoseTrack labels head tops that leave the frame: such a point is not drawn (unlabelled).
+            labelled = bool((arr[:, 2] > 0).any())
             arr[(arr[:, 0] < 0) | (arr[:, 1] < 0) | (arr[:, 0] > width) | (arr[:, 1] > height), 2] = 0
+            if labelled and not (arr[:, 2] > 0).any():  # a person drawn as nothing: never a silent black pose image
+                raise BadInput("bad_annotation", f"{img['file_name']}: person {ann.get('id', '?')}: no keypoint "
+                                                 f"inside the {width}x{height} frame")
             out.append(arr)
         return np.array(out, np.float64).reshape(len(out), k, 3)
+
+
+def _frame_size(data: bytes, name: str) -> tuple[int, int]:
+    """(width, height) from an encoded frame's header, without decoding its pixels."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Exception as err:
+        raise BadInput("decode", f"{name}: {type(err).__name__}: {err}") from None

@@ -12,8 +12,8 @@ from uvd import codec
 from uvd.image import fit_transform
 
 
-def _build(tmp_path, builder: str, **source_args):
-    ann = write_posetrack_video(tmp_path / "pt", labelled=range(2, 12))
+def _build(tmp_path, builder: str, official: bool = False, **source_args):
+    ann = write_posetrack_video(tmp_path / "pt", labelled=range(2, 12), official=official)
     return build_dataset(tmp_path / builder, {
         "name": "posetrack", "source": "pose_video", "builder": builder, "builder_args": {"task": "video_pose"},
         "source_args": {"root": str(tmp_path / "pt"), "annotations": str(ann), "frames_per_sentence": 4,
@@ -51,6 +51,35 @@ def test_interleaved_pose_video_alternates_frames_and_their_skeletons(tmp_path):
         assert _frame_of(imgs[2 * k]) == f
         _check_skeleton(imgs[2 * k + 1], f)
     assert meta["frame_names"][0].endswith(f"{frames[0]:06d}.jpg")
+
+
+def test_official_posetrack_file_without_frame_sizes_builds_visible_skeletons(tmp_path):
+    """The PoseTrack18/21 release has no width/height per image: the size comes from the frame itself
+    (before, every point fell outside a 0x0 frame and the skeletons were written black)."""
+    rows, audit, _ = _build(tmp_path, "interleaved", official=True)
+    assert audit["000042"]["status"] == "ok" and len(rows) == 1
+    meta = json.loads(rows[0]["meta"])
+    imgs = [codec.decode(b) for b in rows[0]["images"]]
+    for k, i in enumerate(meta["frame_indices"]):
+        assert imgs[2 * k + 1].max() > 0
+        _check_skeleton(imgs[2 * k + 1], 2 + i)
+
+
+def test_a_person_wholly_outside_the_frame_is_audited_not_drawn_black(tmp_path):
+    ann = write_posetrack_video(tmp_path / "pt", frames=6)
+    path = next(ann.glob("*.json"))
+    data = json.loads(path.read_text())
+    kp = np.array(data["annotations"][0]["keypoints"], np.float64).reshape(-1, 3)
+    kp[:, 0] += 10 * W  # far right of the frame, every point still labelled
+    data["annotations"][0]["keypoints"] = kp.reshape(-1).tolist()
+    path.write_text(json.dumps(data))
+    rows, audit, _ = build_dataset(tmp_path / "b", {
+        "name": "posetrack", "source": "pose_video", "builder": "interleaved", "builder_args": {"task": "video_pose"},
+        "source_args": {"root": str(tmp_path / "pt"), "annotations": str(ann), "frames_per_sentence": 4,
+                        "strides": [1]}})
+    assert rows == [] or all(json.loads(r["meta"])["frame_indices"][0] != 0 for r in rows)
+    assert audit["000042"]["status"] != "ok"
+    assert "no keypoint inside the 320x240 frame" in audit["000042"]["error"]
 
 
 def test_grouped_pose_video_puts_frames_first_then_skeletons(tmp_path):

@@ -29,8 +29,11 @@ def frame_grey(frame: int) -> int:
 
 
 def write_posetrack_video(root: Path, video: str = "000042_mpii_train", frames: int = 12,
-                          labelled: range | None = None) -> Path:
-    """<root>/images/train/<video>/NNNNNN.jpg and <root>/annotations/train/<video>.json; returns the JSON folder."""
+                          labelled: range | None = None, official: bool = False) -> Path:
+    """<root>/images/train/<video>/NNNNNN.jpg and <root>/annotations/train/<video>.json; returns the JSON folder.
+
+    `official`: image entries without `width`/`height`, as in the PoseTrack18 release (only MMPose's
+    converted copies carry them)."""
     labelled = labelled if labelled is not None else range(frames)
     img_dir = root / "images" / "train" / video
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -40,7 +43,8 @@ def write_posetrack_video(root: Path, video: str = "000042_mpii_train", frames: 
         cv2.imwrite(str(img_dir / f"{f:06d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
         iid = int(f"1{video[:6]}{f:04d}")
         images.append({"has_no_densepose": True, "is_labeled": f in labelled, "file_name": f"images/train/{video}/{f:06d}.jpg",
-                       "nframes": frames, "frame_id": iid, "vid_id": video[:6], "id": iid, "width": W, "height": H})
+                       "nframes": frames, "frame_id": iid, "vid_id": video[:6], "id": iid,
+                       **({} if official else {"width": W, "height": H})})
         if f in labelled:
             kp = person_at(f)
             anns.append({"bbox_head": [0, 0, 1, 1], "keypoints": kp.reshape(-1).tolist(), "track_id": 0, "image_id": iid,
