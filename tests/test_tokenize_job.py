@@ -52,7 +52,7 @@ def test_token_shards_match_sentence_shards_unit_by_unit(built: tuple[str, Path]
         meta = shard_metadata(tpath)
         assert meta["kind"] == "tokens" and meta["codebook_size"] == "512" and meta["tokens_per_image"] == "256"
         assert json.loads(meta["config"])["num_embeddings"] == 512
-        assert meta["weights_sha256"] == sha256_of(str(tok / "model.safetensors"))[0]
+        assert meta["weights_sha256"] == sha256_of(str(tok / "pytorch_model.bin"))[0]
         st = read_json(stats_file(tpath))
         assert st["inputs"] == st["ok"] + st["failed"] == sent.num_rows
     man = read_json(f"{result.root}/manifest.json")

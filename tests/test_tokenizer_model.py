@@ -72,11 +72,15 @@ def test_open_muse_layout_reloads_strictly_and_round_trips_images(tmp_path: Path
     assert loaded.weights_sha256 and loaded.tokenizer_id.endswith(loaded.weights_sha256[:12])
 
 
-def test_save_pretrained_writes_safetensors_that_reload(tmp_path: Path) -> None:
+def test_save_pretrained_writes_open_muse_files_that_reload(tmp_path: Path) -> None:
     torch.manual_seed(1)
     model = VQGAN(small_config())
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "model.safetensors").write_bytes(b"an older save")  # would be picked first: removed
     model.save_pretrained(tmp_path / "tok", name="small")
-    assert (tmp_path / "tok" / "model.safetensors").is_file()
+    assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == ["config.json", "pytorch_model.bin"]
+    config = json.loads((tmp_path / "tok" / "config.json").read_text())
+    assert "decoder_channel_mult" not in config and "decoder_res_blocks" not in config  # open-MUSE main has none
     loaded = load_tokenizer(tmp_path / "tok")
     assert loaded.tokenizer_id == model.tokenizer_id and loaded.tokenizer_id.startswith("small-")
     for k, v in model.state_dict().items():
@@ -192,3 +196,19 @@ def test_compile_mode_goes_to_inductor_only(monkeypatch: pytest.MonkeyPatch) -> 
     BatchEncoder(model, compile=True)
     assert seen == [{"backend": "inductor", "dynamic": False, "mode": "reduce-overhead"},
                     {"backend": "eager", "dynamic": False}, {"backend": "inductor", "dynamic": False}]
+
+
+def test_a_saved_tokenizer_loads_in_open_muse_and_decodes_alike(tmp_path: Path) -> None:
+    """open-MUSE's VQGANModel (main branch, vendored in tests/support) reads what save_pretrained wrote."""
+    from support.open_muse_vqgan import VQGANModel
+
+    torch.manual_seed(3)
+    ours = VQGAN(small_config()).eval()
+    ours.save_pretrained(tmp_path / "tok", name="small")
+    theirs = VQGANModel.from_pretrained(str(tmp_path / "tok"))
+    pixels = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        _, our_codes, _ = ours(pixels)
+        their_codes = theirs.get_code(pixels)
+        assert torch.equal(our_codes.reshape(2, -1), their_codes.reshape(2, -1))
+        assert torch.allclose(ours.decode_code(our_codes), theirs.decode_code(their_codes), atol=1e-5)

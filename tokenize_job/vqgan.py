@@ -22,7 +22,9 @@ from uvd.storage import sha256_of
 from uvd.weights import read_state_dict
 
 CONFIG_NAME = "config.json"
-SAVE_NAME = "model.safetensors"
+# VQGANConfig fields that exist only on open-MUSE's `vqgan-finetuning` branch (a deeper/wider decoder)
+EXTENSION_KEYS = ("decoder_res_blocks", "extra_mid_res_blocks", "decoder_hidden_channels", "decoder_channel_mult")
+SAVE_NAME = "pytorch_model.bin"  # open-MUSE's WEIGHTS_NAME: what its from_pretrained reads
 # Weights file names, tried in this order (safetensors first: no pickle). open-MUSE's ModelMixin
 # saves pytorch_model.safetensors / pytorch_model.bin (muse/modeling_utils.py: SAFETENSORS_WEIGHTS_NAME,
 # WEIGHTS_NAME); LVM released pytorch_model.bin; transformers-style folders hold model.safetensors;
@@ -79,7 +81,13 @@ class VQGANConfig:
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
-        return {"_class_name": "VQGANModel", **dataclasses.asdict(self)}
+        """open-MUSE's config.json. The decoder keys of its `vqgan-finetuning` branch appear only when
+        set: open-MUSE's main branch has no such arguments (nor the weights they add)."""
+        d = dataclasses.asdict(self)
+        for k in EXTENSION_KEYS:
+            if d[k] is None:
+                del d[k]
+        return {"_class_name": "VQGANModel", **d}
 
     @property
     def num_resolutions(self) -> int:
@@ -383,9 +391,12 @@ class VQGAN(nn.Module):
                 "tokens_per_image": self.config.tokens_per_image, "resolution": self.config.resolution}
 
     def save_pretrained(self, directory: str | Path, name: str | None = None) -> Path:
-        """config.json + model.safetensors (the state-dict names of open-MUSE's checkpoint)."""
-        from safetensors.torch import save_file
+        """config.json + pytorch_model.bin, as open-MUSE's `VQGANModel.save_pretrained` writes them, so
+        its `from_pretrained` (which reads pytorch_model.bin only) loads what UVD trains.
 
+        The state dict holds plain tensors only (loads with `weights_only=True`). Weights files that
+        `load_tokenizer` would pick before this one are removed, so the folder names one model.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if name:
@@ -394,8 +405,10 @@ class VQGAN(nn.Module):
         (directory / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
         tmp = directory / (SAVE_NAME + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt"})
+        torch.save(state, tmp)
         tmp.replace(directory / SAVE_NAME)
+        for stale in WEIGHTS_NAMES[:WEIGHTS_NAMES.index(SAVE_NAME)]:
+            (directory / stale).unlink(missing_ok=True)
         self.weights_sha256 = sha256_of(str(directory / SAVE_NAME))[0]
         return directory
 

@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="uvd tokenizer train", description=__doc__)
     p.add_argument("sentences", help="build output holding sentences/ (any fsspec URL)")
-    p.add_argument("--out", required=True, help="directory for config.json + model.safetensors + training.json")
+    p.add_argument("--out", required=True, help="directory for config.json + pytorch_model.bin (open-MUSE's layout) + training.json")
     p.add_argument("--config", help="VQGAN config: 'tiny' (default), 'lvm', or a config.json path")
     p.add_argument("--name", default="uvd-vqgan", help="short name; the tokenizer id is <name>-<sha prefix>")
     for key in ("steps", "batch_size", "crop", "lr", "seed", "max_images", "val_fraction",
