@@ -9,7 +9,7 @@ Inputs: `--images` unique JPEGs of 320–1280 px cut from the project's real pho
 sides download every image, centre-crop it to 256×256, store it as JPEG q95 in Parquet:
 
   uvd          `uvd build CONFIG` in a fresh process: local Ray on all cores, the laion source's
-               defaults (allow_loopback on, as any loopback test needs), 256 items per unit.
+               defaults (allow_loopback: the nginx endpoint only), 256 items per unit.
   img2dataset  1.47.0 from its own venv, `.venv-bench` (`python -m venv .venv-bench &&
                .venv-bench/bin/pip install img2dataset==1.47.0`), output_format parquet,
                processes = cores, thread count tuned first on a part of the set (`--i2d-threads
@@ -79,7 +79,7 @@ def run_img2dataset(urls: Path, out: Path, processes: int, threads: int, n: int)
 def uvd_config(metadata: Path, out: Path, workers: int, extra_download: dict) -> dict:
     return {"out": str(out), "run": {"workers": workers}, "datasets": [{
         "name": "laion", "source": "laion", "builder": "single",
-        "source_args": {"metadata": str(metadata), "download": {"allow_loopback": True, **extra_download}}}]}
+        "source_args": {"metadata": str(metadata), "download": dict(extra_download)}}]}
 
 
 def run_uvd(metadata: Path, out: Path, workers: int, no_ray: bool, extra_download: dict) -> dict:
@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(ready in {time.perf_counter() - t:.1f} s, cached in {folder})")
     with tempfile.TemporaryDirectory(prefix="bench_laion_") as tmp, Nginx(folder, Path(tmp) / "nginx") as base:
         work = Path(tmp)
+        extra = {"allow_loopback": [base.split("//", 1)[1]], **extra}  # nginx's host:port, no other local port
         urls = [f"{base}/img/{f.name}" for f in files]
         (work / "urls.txt").write_text("\n".join(urls) + "\n")
         pq.write_table(pa.table({"URL": urls, "TEXT": ["caption"] * len(urls)}), work / "urls.parquet")

@@ -38,8 +38,8 @@ def laion_inputs(workdir: Path, stack: contextlib.ExitStack) -> list[dict[str, A
         "name": "laion", "source": "laion", "builder": "single", "items_per_unit": 20,
         "source_args": {
             "metadata": str(path),
-            "download": {"allow_loopback": True, "connect_timeout_s": 1, "read_timeout_s": 1, "total_timeout_s": 5,
-                         "retries": 1, "backoff_s": 0.05, "max_bytes": 4 << 20, "concurrency": 8},
+            "download": {"allow_loopback": [server.base.split("//", 1)[1]],  # this server's host:port only
+                         "connect_timeout_s": 1, "read_timeout_s": 1, "total_timeout_s": 5, "retries": 1, "backoff_s": 0.05, "max_bytes": 4 << 20, "concurrency": 8},
             "filters": {"max_punsafe": 0.5, "min_side": 64},
         },
     }]

@@ -1,4 +1,5 @@
-"""A loopback HTTP server answering each path with fixed bytes and extra headers (X-Robots-Tag tests)."""
+"""A loopback HTTP server answering each path with fixed bytes and extra headers (X-Robots-Tag,
+redirect and address-guard tests)."""
 from __future__ import annotations
 
 import threading
@@ -7,10 +8,16 @@ from typing import Any
 
 
 class HeaderServer:
-    """`routes`: path → (body, [(header, value), ...]); a header may repeat. Unknown paths: 404."""
+    """`routes`: path → (body, [(header, value), ...]) or (body, headers, status); a header may
+    repeat; the status is 200 unless given (e.g. 302 with a Location header). Unknown paths: 404.
+    `hits`: requests per path; `request_headers`: the last request's headers per path."""
 
-    def __init__(self, routes: dict[str, tuple[bytes, list[tuple[str, str]]]]) -> None:
+    def __init__(self, routes: dict[str, tuple]) -> None:
         routes = dict(routes)
+        hits: dict[str, int] = {}
+        self.hits = hits
+        request_headers: dict[str, dict[str, str]] = {}
+        self.request_headers = request_headers
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -19,8 +26,10 @@ class HeaderServer:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-                body, headers = routes.get(self.path, (b"not found", []))
-                self.send_response(200 if self.path in routes else 404)
+                hits[self.path] = hits.get(self.path, 0) + 1
+                request_headers[self.path] = dict(self.headers.items())
+                body, headers, *status = routes.get(self.path, (b"not found", [], 404))
+                self.send_response(status[0] if status else 200)
                 self.send_header("Content-Type", "image/jpeg" if self.path in routes else "text/html")
                 self.send_header("Content-Length", str(len(body)))
                 for k, v in headers:
