@@ -8,6 +8,8 @@ annotate the first frame only). Clips of `frames_per_sentence` annotated frames 
 like `video` clips (strides, ctx.rng(video, stride), short-video policy); only their files
 are read. Items: `images` = frame bytes, `annotations["masks"]` = per frame either an H×W
 int32 id map (0 = background; colours are the builder's job) or an H×W×3 RGB image.
+A video the `image_set` names but the frames folder lacks gets an audit row (`missing`); any
+error while reading one video fails that video only.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from sources.segmentation import decode_label_map
 from sources.video_plan import ShortPolicy, check_sentence_length, clip_notes, frames_needed, plan_clips
 from uvd.api import BuildContext, Source, chunk
 from uvd.config import Strict, require_path
-from uvd.errors import BadInput, ConfigError
+from uvd.errors import BadInput, ConfigError, reason_of
 from uvd.image import decode_image
 from uvd.records import Failed, Item
 from uvd.storage import join
@@ -95,18 +97,30 @@ class AnnotatedVideoSource(Source):
         if not is_dir(frames):
             raise ConfigError(f"annotated_video: no frames folder {frames}")
         names = [name for name, _ in list_dirs(frames)]
+        missing: list[list[str]] = []
         if self.options.image_set:
             wanted = {ln.strip() for ln in read_text(self.options.image_set).splitlines() if ln.strip()}
+            missing = [[n, f"missing: video {n!r} of the image_set has no folder in {frames}"]
+                       for n in sorted(wanted - set(names))]
             names = [n for n in names if n in wanted]
         rows = [[n, join(frames, n), join(annots, n)] for n in names]
-        return [{"videos": part} for part in chunk(rows, items_per_unit)]
+        units: list[dict[str, Any]] = [{"videos": part} for part in chunk(rows, items_per_unit)]
+        if missing:  # listed but absent: each still ends in the audit
+            units = units or [{"videos": []}]
+            units[0]["bad_entries"] = missing
+        return units
+
+    def planned_items(self, payload: dict[str, Any]) -> int | None:
+        return len(payload["videos"]) + len(payload.get("bad_entries", []))
 
     def read(self, payload: dict[str, Any]) -> Iterator[Item | Failed]:
+        for name, reason in payload.get("bad_entries", []):
+            yield Failed(name, reason)
         for video, fdir, adir in payload["videos"]:
             try:
                 yield self.read_one(video, fdir, adir)
-            except BadInput as err:
-                yield Failed(video, str(err))
+            except Exception as err:  # one bad frame or mask fails its video, never the unit
+                yield Failed(video, reason_of(err))
 
     def read_one(self, video: str, fdir: str, adir: str) -> Item:
         o = self.options

@@ -20,34 +20,42 @@ in that order (133 points, MMPose's order); a part flagged `*_valid: false` coun
 Several JSON files (e.g. instances_val2017 + person_keypoints_val2017) are merged by image id
 and annotation id: the same annotation in two files becomes one object with the union of its
 fields. Every annotation is checked when its image is read: a box of zero or negative size,
-a non-finite or short bbox, a visible keypoint outside the image, an unknown category id or a
-keypoint array that is not K×3 for its format fails the whole image (`bad_annotation: ...`): a half-annotated
-image would teach the model to miss objects. A missing photo fails as `io: ...`.
+a non-finite or short bbox, a visible keypoint outside the image, an unknown category id, an
+`iscrowd` not 0/1, a segmentation that is neither polygons nor RLE or a keypoint array that is
+not K×3 for its format fails the whole image (`bad_annotation: ...`): a half-annotated image
+would teach the model to miss objects. A `file_name` is resolved under `images_dir`
+(`..`, absolute paths, symlinks out, non-UTF-8 names: `bad_path`); a missing photo fails as
+`io: ...`, a FIFO or device as `not_a_file`.
 
-A file that is not valid JSON (truncated, malformed) or has no `images` list gives no image
-list at all, so `plan()` raises a ConfigError naming the file: the build stops before it
-starts instead of auditing nothing. Workers parse the JSON once per process (an LRU cache
-keyed by path, size and mtime); payloads carry only (image id, file name) pairs.
+The files are parsed once, on the driver, at plan time (each under `max_annotation_bytes`);
+every unit's payload carries its images' own records (annotations as compact JSON text), so a
+worker holds its unit's share of the annotations, never the whole file. Every entry the files
+list ends in the audit exactly once: an image id listed a second time (`duplicate: ...`), an
+image entry without an integer `id` and a `file_name`, an annotation of no listed image
+(`bad_json: ...`) each get a row of their own. A file that cannot be used (not JSON, truncated,
+no `images` list, `annotations` not a list) is one `bad_file` row, named, and the other files
+are built; when no file is usable `plan()` raises a ConfigError naming them (exit 2).
 """
 from __future__ import annotations
 
-import functools
 import json
+import logging
 import math
-import posixpath
 from typing import Any, Iterator, Literal
 
 import numpy as np
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
+from sources.annotation_json import (MAX_ANNOTATION_BYTES, bad_file_entry, contained, file_labels, is_int,
+                                     read_json)
 from sources.remote import read_bytes
-from uvd.api import Source, chunk
+from uvd.api import Source
 from uvd.config import Strict, require_path
-from uvd.errors import BadInput, ConfigError
+from uvd.errors import BadInput, ConfigError, reason_of
 from uvd.keypoint_formats import NUM_KEYPOINTS, FormatOption, detect_format, undetected_reason
 from uvd.records import Failed, Item
-from uvd.storage import fs_and_path, join
 
+logger = logging.getLogger(__name__)
 
 class CocoOptions(Strict):
     annotations: list[str]  # COCO JSON files (instances, person_keypoints, ...), merged by image id
@@ -58,6 +66,9 @@ class CocoOptions(Strict):
     # the frame (one wholly outside is still refused) and a point outside counts as unlabelled.
     # PoseTrack18 needs clip: its boxes have a margin and its head tops leave the frame.
     outside: Literal["refuse", "clip"] = "refuse"
+    max_annotation_bytes: int = Field(MAX_ANNOTATION_BYTES, ge=1)  # per annotation file, read whole
+    # the cap decides only which files are usable: that shows in every unit's payload
+    operational_keys = frozenset({"max_annotation_bytes"})
 
     @field_validator("annotations", mode="before")
     @classmethod
@@ -79,99 +90,149 @@ class CocoOptions(Strict):
         return require_path(v, "coco.images_dir")
 
 
-class CocoIndex:
-    """The parsed annotation files: images by id, annotations grouped by image id, categories."""
+# The annotation fields parse_object reads: only these travel in the payloads.
+_ANN_FIELDS = ("id", "image_id", "category_id", "bbox", "iscrowd", "segmentation", "keypoints")
 
-    def __init__(self, paths: list[str]) -> None:
+
+def _load_json(path: str, max_bytes: int = MAX_ANNOTATION_BYTES) -> dict[str, Any]:
+    data = read_json(path, "coco", max_bytes)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ConfigError(f"coco: {path} has no `images` list: not a COCO annotation file")
+    for key in ("annotations", "categories"):
+        if data.get(key) is not None and not isinstance(data[key], list):
+            raise ConfigError(f"coco: {path}: `{key}` is a {type(data[key]).__name__}, not a list")
+    return data
+
+
+class CocoIndex:
+    """The parsed annotation files: images by id, annotations grouped by image id, categories,
+    and a row for every entry that belongs to no readable image."""
+
+    def __init__(self, paths: list[str], max_bytes: int = MAX_ANNOTATION_BYTES) -> None:
         self.images: dict[int, dict[str, Any]] = {}
         self.categories: dict[int, str] = {}
         self.category_keypoints: dict[int, list[str]] = {}  # the category's `keypoints` names, when given
-        anns: dict[int, dict[str, Any]] = {}
         # Entries that belong to no image we can read: audited under a pseudo id, never dropped.
         self.bad_entries: list[tuple[str, str]] = []
-        for path in paths:
-            name = posixpath.basename(path)
-            data = _load_json(path)
+        self.bad_files: list[tuple[str, str]] = []  # (label, why): one `bad_file` row each
+        self.problems: dict[int, str] = {}  # image id → why the whole image fails
+        labels = file_labels(paths)
+        anns: dict[tuple[int, ...], dict[str, Any]] = {}
+        usable = 0
+        for fi, path in enumerate(paths):
+            name = labels[path]
+            try:
+                data = _load_json(path, max_bytes)
+            except ConfigError as err:
+                logger.warning("coco: skipping annotation file %s: %s", path, err)
+                self.bad_files.append((name, str(err)))
+                continue
+            usable += 1
             for cat in data.get("categories") or []:
-                if isinstance(cat, dict) and isinstance(cat.get("id"), int):
+                if isinstance(cat, dict) and is_int(cat.get("id")):
                     self.categories[cat["id"]] = str(cat.get("name", cat["id"]))
                     if isinstance(cat.get("keypoints"), list) and cat["keypoints"]:
                         self.category_keypoints[cat["id"]] = [str(n) for n in cat["keypoints"]]
-            for i, img in enumerate(data["images"]):
-                if not isinstance(img, dict) or not isinstance(img.get("id"), int) or not isinstance(img.get("file_name"), str):
-                    self.bad_entries.append((f"{name}:images[{i}]", "bad_json: image entry without an integer `id` and a `file_name`"))
-                    continue
-                self.images.setdefault(img["id"], img)
+            self._add_images(data["images"], name)
+            seen_here: set[int] = set()
             for i, ann in enumerate(data.get("annotations") or []):
-                if not isinstance(ann, dict) or not isinstance(ann.get("image_id"), int):
+                if not isinstance(ann, dict) or not is_int(ann.get("image_id")):
                     self.bad_entries.append((f"{name}:annotations[{i}]", "bad_json: annotation without an integer `image_id`"))
                     continue
-                key = ann["id"] if isinstance(ann.get("id"), int) else -(i + 1)
+                aid = ann.get("id")
+                key = (0, aid) if is_int(aid) else (1, fi, i)
+                if is_int(aid) and aid in seen_here:  # one file naming an id twice: which one is meant?
+                    self._fail_image(ann["image_id"], f"bad_annotation: annotation id {aid} listed twice in {name}")
+                    if key in anns:
+                        self._fail_image(anns[key]["image_id"], f"bad_annotation: annotation id {aid} listed twice in {name}")
+                    continue
+                if is_int(aid):
+                    seen_here.add(aid)
                 merged = anns.setdefault(key, {})
-                merged.update({k: v for k, v in ann.items() if v is not None})
+                if merged.get("image_id", ann["image_id"]) != ann["image_id"]:
+                    why = f"bad_annotation: annotation id {aid} belongs to images {merged['image_id']} and {ann['image_id']}"
+                    self._fail_image(merged["image_id"], why)
+                    self._fail_image(ann["image_id"], why)
+                    continue
+                merged.update({k: v for k, v in ann.items() if v is not None and (k in _ANN_FIELDS or k in _WB_FIELDS)})
+            del data
+        if not usable:
+            raise ConfigError("coco: no usable annotation file: " + "; ".join(why for _, why in self.bad_files))
         self.by_image: dict[int, list[dict[str, Any]]] = {}
         for key in sorted(anns):
             iid = anns[key]["image_id"]
             if iid not in self.images:
-                self.bad_entries.append((f"annotation:{key}", f"bad_json: annotation {key} refers to unknown image_id {iid}"))
+                label = f"annotation:{key[1]}" if key[0] == 0 else f"{labels[paths[key[1]]]}:annotations[{key[2]}]"
+                self.bad_entries.append((label, f"bad_json: annotation {label} refers to unknown image_id {iid}"))
                 continue
             self.by_image.setdefault(iid, []).append(anns[key])
 
+    def _add_images(self, images: list[Any], name: str) -> None:
+        first_here: dict[int, int] = {}
+        for i, img in enumerate(images):
+            pseudo = f"{name}:images[{i}]"
+            if not isinstance(img, dict) or not is_int(img.get("id")) or not isinstance(img.get("file_name"), str):
+                self.bad_entries.append((pseudo, "bad_json: image entry without an integer `id` and a `file_name`"))
+                continue
+            iid = img["id"]
+            if iid in first_here:
+                self.bad_entries.append((pseudo, f"duplicate: image id {iid} listed again in {name} "
+                                                 f"(first at images[{first_here[iid]}])"))
+                continue
+            first_here[iid] = i
+            known = self.images.get(iid)
+            if known is not None and known["file_name"] != img["file_name"]:  # same id, another photo
+                self.bad_entries.append((pseudo, f"duplicate: image id {iid} in {name} names {img['file_name']!r}, "
+                                                 f"another file listed it as {known['file_name']!r}"))
+                continue
+            if known is None:
+                self.images[iid] = {"file_name": img["file_name"], "width": img.get("width"), "height": img.get("height")}
 
-def read_json(path: str, who: str) -> Any:
-    """A JSON annotation file; ConfigError (naming the source `who`) when unreadable or malformed."""
+    def _fail_image(self, iid: int, why: str) -> None:
+        self.problems.setdefault(iid, why)
+
+
+def _finite(values: Any) -> bool:
+    # float(10**400) overflows: such an integer is no coordinate either
     try:
-        fs, p = fs_and_path(path)
-        with fs.open(p, "rb") as f:
-            return json.load(f)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{who}: {path} is not valid JSON (truncated or malformed): {err}") from None
-    except OSError as err:
-        raise ConfigError(f"{who}: cannot read {path}: {err.strerror or err}") from None
+        return isinstance(values, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    except OverflowError:
+        return False
 
 
-def _load_json(path: str) -> dict[str, Any]:
-    data = read_json(path, "coco")
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise ConfigError(f"coco: {path} has no `images` list: not a COCO annotation file")
-    return data
-
-
-@functools.lru_cache(maxsize=2)
-def _cached_index(key: tuple[tuple[str, int, str], ...]) -> CocoIndex:
-    return CocoIndex([p for p, _, _ in key])
-
-
-def load_index(paths: list[str]) -> CocoIndex:
-    """The parsed files, once per process while they are unchanged on disk."""
-    key = []
-    for p in paths:
-        try:
-            fs, path = fs_and_path(p)
-            info = fs.info(path)
-        except OSError as err:
-            raise ConfigError(f"coco: cannot read {p}: {err.strerror or err}") from None
-        # Local files have mtime; object stores an ETag or LastModified: any of them marks a change.
-        version = info.get("mtime") or info.get("ETag") or info.get("LastModified") or ""
-        key.append((str(p), int(info.get("size") or 0), str(version)))
-    return _cached_index(tuple(key))
-
-
-def _finite(values: list[Any]) -> bool:
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+def _check_segmentation(seg: Any, aid: Any) -> Any:
+    """Polygons (lists of numbers) or RLE ({"size": [h, w], "counts": str | [int]}); the renderer
+    checks the rest (bad_mask). Anything else is refused here, by name."""
+    if not seg:
+        return None
+    if isinstance(seg, list) and all(_finite(p) for p in seg):
+        return seg
+    if (isinstance(seg, dict) and isinstance(seg.get("size"), list) and len(seg["size"]) == 2
+            and all(is_int(v) for v in seg["size"]) and isinstance(seg.get("counts"), (str, list))):
+        return seg
+    raise BadInput("bad_annotation", f"annotation {aid}: segmentation is neither polygons nor RLE "
+                                     f"({type(seg).__name__})")
 
 
 def parse_object(ann: dict[str, Any], width: int, height: int, categories: dict[int, str],
                  keypoint_format: str = "auto", category_keypoints: dict[int, list[str]] | None = None,
-                 outside: str = "refuse") -> dict[str, Any]:
-    """One COCO annotation → a checked object in original pixel coordinates; BadInput when bad."""
+                 outside: str = "refuse", strict_categories: bool | None = None) -> dict[str, Any]:
+    """One COCO annotation → a checked object in original pixel coordinates; BadInput when bad.
+    `strict_categories` (default: whether `categories` is non-empty) refuses a category id not in it."""
     aid = ann.get("id", "?")
     cid = ann.get("category_id")
-    if not isinstance(cid, int) or (categories and cid not in categories):
+    strict = bool(categories) if strict_categories is None else strict_categories
+    if not is_int(cid) or (strict and cid not in categories):
         raise BadInput("bad_annotation", f"annotation {aid}: unknown category_id {cid!r}")
+    iscrowd = ann.get("iscrowd", 0)
+    if iscrowd is None:
+        iscrowd = 0
+    if not isinstance(iscrowd, (int, bool)) or int(iscrowd) not in (0, 1):
+        raise BadInput("bad_annotation", f"annotation {aid}: iscrowd {iscrowd!r} is not 0 or 1")
     obj: dict[str, Any] = {"id": aid, "category_id": cid, "category": categories.get(cid, str(cid)),
-                           "iscrowd": int(ann.get("iscrowd", 0) or 0), "bbox": None,
-                           "segmentation": ann.get("segmentation") or None, "keypoints": None,
+                           "iscrowd": int(iscrowd), "bbox": None,
+                           "segmentation": _check_segmentation(ann.get("segmentation"), aid), "keypoints": None,
                            "keypoint_format": None}
     if "bbox" in ann:
         bbox = ann["bbox"]
@@ -223,6 +284,7 @@ WHOLEBODY_PARTS: dict[str, tuple[int, str]] = {
     "foot_kpts": (6, "foot_valid"), "face_kpts": (68, "face_valid"),
     "lefthand_kpts": (21, "lefthand_valid"), "righthand_kpts": (21, "righthand_valid"),
 }
+_WB_FIELDS = frozenset(WHOLEBODY_PARTS) | {valid for _, valid in WHOLEBODY_PARTS.values()}
 
 
 def _keypoint_list(ann: dict[str, Any], aid: Any) -> Any:
@@ -242,45 +304,61 @@ def _keypoint_list(ann: dict[str, Any], aid: Any) -> Any:
     return flat
 
 
+def _unit_categories(index: CocoIndex, used: list[set[int]]) -> list[list[Any]]:
+    """[id, name, keypoint names | None] of the known categories a unit's annotations name."""
+    ids = sorted(set().union(*used) & set(index.categories)) if used else []
+    return [[c, index.categories[c], index.category_keypoints.get(c)] for c in ids]
+
+
 class CocoSource(Source):
     name = "coco"
     Options = CocoOptions
 
     def plan(self, items_per_unit: int) -> list[dict[str, Any]]:
-        index = load_index(self.options.annotations)
-        entries = [[iid, index.images[iid]["file_name"]] for iid in sorted(index.images)]
-        units: list[dict[str, Any]] = [{"images": part} for part in chunk(entries, items_per_unit)] or [{"images": []}]
+        index = CocoIndex(self.options.annotations, self.options.max_annotation_bytes)
+        records, used = [], []
+        for iid in sorted(index.images):
+            info, anns = index.images[iid], index.by_image.get(iid, [])
+            # one string per image: a unit's payload costs about its share of the file, not 8× it
+            records.append([iid, info["file_name"], info["width"], info["height"],
+                            json.dumps(anns, separators=(",", ":")), index.problems.get(iid)])
+            used.append({a["category_id"] for a in anns if is_int(a.get("category_id"))})
+        del index.by_image
+        strict = bool(index.categories)
+        units: list[dict[str, Any]] = [
+            {"images": records[i:i + items_per_unit], "categories": _unit_categories(index, used[i:i + items_per_unit]),
+             "strict_categories": strict}
+            for i in range(0, len(records), items_per_unit)] or [{"images": []}]
         if index.bad_entries:
             units[0]["bad_entries"] = [list(e) for e in index.bad_entries]
+        units += [{"images": [], "bad_entries": [bad_file_entry(label, why)]} for label, why in index.bad_files]
         return units
 
+    def planned_items(self, payload: dict[str, Any]) -> int | None:
+        return len(payload.get("images", [])) + len(payload.get("bad_entries", []))
+
     def read(self, payload: dict[str, Any]) -> Iterator[Item | Failed]:
-        try:
-            index = load_index(self.options.annotations)
-        except ConfigError as err:  # the files changed since planning: fail this unit's items
-            for iid, _ in payload["images"]:
-                yield Failed(str(iid), f"bad_json: {err}")
-            return
         for pseudo_id, reason in payload.get("bad_entries", []):
             yield Failed(pseudo_id, reason)
-        root = self.options.images_dir
-        for iid, file_name in payload["images"]:
-            item_id = str(iid)
+        categories = {c[0]: c[1] for c in payload.get("categories", [])}
+        keypoint_names = {c[0]: c[2] for c in payload.get("categories", []) if c[2]}
+        strict = bool(payload.get("strict_categories", False))
+        for record in payload["images"]:
             try:
-                yield self._item(index, int(iid), root, file_name)
-            except BadInput as err:
-                yield Failed(item_id, str(err))
+                yield self._item(record, categories, keypoint_names, strict)
+            except Exception as err:  # one bad value fails its image, never the unit
+                yield Failed(str(record[0]), reason_of(err))
 
-    def _item(self, index: CocoIndex, iid: int, root: str, file_name: str) -> Item:
-        info = index.images.get(iid)
-        if info is None:
-            raise BadInput("bad_json", f"image {iid} no longer in the annotation files")
-        width, height = info.get("width"), info.get("height")
-        if not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0:
+    def _item(self, record: list[Any], categories: dict[int, str], keypoint_names: dict[int, list[str]],
+              strict: bool) -> Item:
+        iid, file_name, width, height, anns_json, problem = record
+        if problem:
+            raise BadInput(*problem.split(": ", 1))
+        if not is_int(width) or not is_int(height) or width <= 0 or height <= 0:
             raise BadInput("bad_annotation", f"image {iid}: width/height {width!r}x{height!r} missing or not positive")
-        objects = [parse_object(a, width, height, index.categories, self.options.keypoint_format,
-                                index.category_keypoints, self.options.outside) for a in index.by_image.get(iid, [])]
-        data = read_bytes(join(root, file_name))
+        objects = [parse_object(a, width, height, categories, self.options.keypoint_format, keypoint_names,
+                                self.options.outside, strict) for a in json.loads(anns_json)]
+        data = read_bytes(contained(self.options.images_dir, file_name))
         return Item(item_id=str(iid), source=self.ctx.dataset, images=[data],
                     annotations={"width": width, "height": height, "objects": objects},
                     provenance={"coco_image_id": iid, "file_name": file_name})

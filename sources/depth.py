@@ -23,7 +23,7 @@ from sources.paired import index_folder, match_folders
 from sources.remote import read_bytes
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
-from uvd.errors import BadInput
+from uvd.errors import BadInput, reason_of
 from uvd.image import header_size
 from uvd.records import Failed, Item
 
@@ -53,11 +53,16 @@ class DepthOptions(Strict):
         return self
 
 
-def _load_npy(data: bytes, what: str) -> np.ndarray:
+def _load_npy(data: bytes, what: str, max_pixels: int) -> np.ndarray:
     try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as err:
         raise BadInput("decode", f"{what}: not a readable .npy ({type(err).__name__}: {err})") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+        raise BadInput("decode", f"{what}: .npy holds {type(arr).__name__} {getattr(arr, 'dtype', '')}, not numbers")
+    if arr.ndim >= 2 and arr.shape[0] * arr.shape[1] > max_pixels:  # the same bound as a PNG's header
+        raise BadInput("too_large", f"{what} {arr.shape[1]}x{arr.shape[0]} exceeds max_pixels={max_pixels}")
+    return arr
 
 
 def _check_png(data: bytes, max_pixels: int, what: str) -> None:
@@ -70,7 +75,7 @@ def _check_png(data: bytes, max_pixels: int, what: str) -> None:
 def decode_depth(data: bytes, suffix: str, depth_scale: float, max_pixels: int = 100_000_000) -> np.ndarray:
     """Depth file → H×W float32 metres, invalid = 0."""
     if suffix == ".npy":
-        arr = _load_npy(data, "depth")
+        arr = _load_npy(data, "depth", max_pixels)
         if arr.ndim == 3 and arr.shape[2] == 1:
             arr = arr[..., 0]
         if arr.ndim != 2 or arr.dtype.kind not in "fiu":
@@ -91,7 +96,7 @@ def decode_depth(data: bytes, suffix: str, depth_scale: float, max_pixels: int =
 def decode_normals(data: bytes, suffix: str, max_pixels: int = 100_000_000) -> np.ndarray:
     """Normals file → H×W×3 float32 in the viewer's frame; black PNG pixels become (0, 0, 0)."""
     if suffix == ".npy":
-        n = _load_npy(data, "normals").astype(np.float32)
+        n = _load_npy(data, "normals", max_pixels).astype(np.float32)
     else:
         _check_png(data, max_pixels, "normal map")
         arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -126,6 +131,9 @@ class DepthSource(Source):
             items.append([item_id, img, dep, nrm[0] if nrm else None, problem])
         return [{"items": part} for part in chunk(items, items_per_unit)]
 
+    def planned_items(self, payload: dict[str, Any]) -> int | None:
+        return len(payload["items"])
+
     def read(self, payload: dict[str, Any]) -> Iterator[Item | Failed]:
         o = self.options
         for item_id, image_path, depth_path, normals_path, problem in payload["items"]:
@@ -143,8 +151,8 @@ class DepthSource(Source):
                 if normals_path:
                     ann["normals"] = decode_normals(read_bytes(normals_path), posixpath.splitext(normals_path)[1].lower(),
                                                     self.ctx.image.max_pixels)
-            except BadInput as err:
-                yield Failed(item_id, str(err))
+            except Exception as err:  # one bad file fails its item, never the unit
+                yield Failed(item_id, reason_of(err))
                 continue
             if o.fx is not None:
                 h, w = ann["depth"].shape

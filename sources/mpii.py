@@ -12,23 +12,26 @@ One Item per image, with every person of that image, in the contract of COCO ann
 MPII marks an unlabelled joint (-1, -1) with `joints_vis` 0. A person whose joints are not
 16 finite pairs, a visibility not 0/1, or a labelled joint outside the photo fails its image
 (`bad_annotation`); a missing photo fails as `io` naming its URL. Paths may be fsspec URLs.
+An `image` name is resolved under `images_dir` (`..`, absolute, symlinks out, not UTF-8:
+`bad_path`). The file is read once, on the driver, under `max_annotation_bytes`; each unit's
+payload carries its own people, so workers never load the file.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Iterator
 
 import numpy as np
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
-from sources.coco import read_json
+from sources.annotation_json import MAX_ANNOTATION_BYTES, contained, read_json, safe_text
 from sources.remote import read_bytes
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
-from uvd.errors import BadInput, ConfigError
+from uvd.errors import BadInput, ConfigError, reason_of
 from uvd.image import header_size
 from uvd.keypoint_formats import NUM_KEYPOINTS
 from uvd.records import Failed, Item
-from uvd.storage import join
 
 K = NUM_KEYPOINTS["mpii"]
 
@@ -36,6 +39,9 @@ K = NUM_KEYPOINTS["mpii"]
 class MpiiOptions(Strict):
     annotations: str  # MMPose's MPII JSON (a list of people)
     images_dir: str  # `image` of each entry is relative to this folder
+    max_annotation_bytes: int = Field(MAX_ANNOTATION_BYTES, ge=1)  # the JSON file is read whole
+    # the cap decides only whether the file is usable: that shows in every unit's payload
+    operational_keys = frozenset({"max_annotation_bytes"})
 
     @model_validator(mode="after")
     def _exist(self) -> "MpiiOptions":
@@ -44,8 +50,8 @@ class MpiiOptions(Strict):
         return self
 
 
-def load_people(path: str) -> list[Any]:
-    data = read_json(path, "mpii")
+def load_people(path: str, max_bytes: int = MAX_ANNOTATION_BYTES) -> list[Any]:
+    data = read_json(path, "mpii", max_bytes)
     if not isinstance(data, list):
         raise ConfigError(f"mpii: {path} is not a list of people (MMPose's MPII layout); "
                           "COCO-style MPII files go through `source: coco`")
@@ -54,11 +60,15 @@ def load_people(path: str) -> list[Any]:
 
 def parse_person(entry: dict[str, Any], pid: int, width: int, height: int) -> dict[str, Any]:
     joints, vis = entry.get("joints"), entry.get("joints_vis")
+    # numbers only: numpy would take "12" or True for a coordinate
+    if (not isinstance(joints, list) or len(joints) != K or not all(_numbers(j, 2) for j in joints)
+            or not _numbers(vis, K)):
+        raise BadInput("bad_annotation", f"person {pid}: joints/joints_vis must be {K}×[x, y] and {K} flags")
     try:
         xy = np.asarray(joints, np.float64).reshape(K, 2)
         v = np.asarray(vis, np.float64).reshape(K)
-    except (TypeError, ValueError):
-        raise BadInput("bad_annotation", f"person {pid}: joints/joints_vis must be {K}×[x, y] and {K} flags") from None
+    except OverflowError:  # an integer literal past float range
+        raise BadInput("bad_annotation", f"person {pid}: a joint is not a finite number") from None
     if not np.isfinite(xy).all() or not np.isin(v, (0, 1)).all():
         raise BadInput("bad_annotation", f"person {pid}: non-finite joint or visibility not 0/1")
     outside = (v > 0) & ((xy[:, 0] < 0) | (xy[:, 1] < 0) | (xy[:, 0] > width) | (xy[:, 1] > height))
@@ -70,37 +80,49 @@ def parse_person(entry: dict[str, Any], pid: int, width: int, height: int) -> di
             "keypoints": np.concatenate([xy, v[:, None]], axis=1), "keypoint_format": "mpii"}
 
 
+def _numbers(values: Any, n: int) -> bool:
+    return (isinstance(values, list) and len(values) == n
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values))
+
+
 class MpiiSource(Source):
     name = "mpii"
     Options = MpiiOptions
 
     def plan(self, items_per_unit: int) -> list[dict[str, Any]]:
-        people = load_people(self.options.annotations)
-        by_image: dict[str, list[int]] = {}
+        people = load_people(self.options.annotations, self.options.max_annotation_bytes)
+        by_image: dict[str, list[list[Any]]] = {}
         bad: list[list[str]] = []
         for i, entry in enumerate(people):
             if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
                 bad.append([f"entry:{i}", "bad_json: person entry without an `image` name"])
                 continue
-            by_image.setdefault(entry["image"], []).append(i)
-        rows = [[name, by_image[name]] for name in sorted(by_image)]
+            by_image.setdefault(entry["image"], []).append([i, entry.get("joints"), entry.get("joints_vis")])
+        del people
+        # one JSON string per image: the payloads together cost about the file's size, not a parse of it
+        rows = [[name, json.dumps(by_image[name], separators=(",", ":"))] for name in sorted(by_image)]
         units: list[dict[str, Any]] = [{"images": part} for part in chunk(rows, items_per_unit)] or [{"images": []}]
         if bad:
             units[0]["bad_entries"] = bad
         return units
 
+    def planned_items(self, payload: dict[str, Any]) -> int | None:
+        return len(payload["images"]) + len(payload.get("bad_entries", []))
+
     def read(self, payload: dict[str, Any]) -> Iterator[Item | Failed]:
-        people = load_people(self.options.annotations)
         for pseudo_id, reason in payload.get("bad_entries", []):
             yield Failed(pseudo_id, reason)
-        for name, ids in payload["images"]:
+        for name, people in payload["images"]:
             try:
-                data = read_bytes(join(self.options.images_dir, name))
-                width, height = header_size(data)
-                objects = [parse_person(people[i], i, width, height) for i in ids]
-            except BadInput as err:
-                yield Failed(name, str(err))
-                continue
-            yield Item(item_id=name, source=self.ctx.dataset, images=[data],
-                       annotations={"width": width, "height": height, "objects": objects},
-                       provenance={"file_name": name, "people": len(ids)})
+                yield self._item(name, json.loads(people))
+            except Exception as err:  # one bad value fails its image, never the unit
+                yield Failed(safe_text(name), reason_of(err))
+
+    def _item(self, name: str, people: list[list[Any]]) -> Item:
+        data = read_bytes(contained(self.options.images_dir, name))
+        width, height = header_size(data)
+        objects = [parse_person({"joints": joints, "joints_vis": vis}, pid, width, height)
+                   for pid, joints, vis in people]
+        return Item(item_id=name, source=self.ctx.dataset, images=[data],
+                    annotations={"width": width, "height": height, "objects": objects},
+                    provenance={"file_name": name, "people": len(people)})

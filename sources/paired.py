@@ -17,7 +17,7 @@ from sources.listing import list_files
 from sources.remote import read_bytes
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
-from uvd.errors import BadInput
+from uvd.errors import reason_of
 from uvd.records import Failed, Item
 
 IMAGE_SUFFIXES = [".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"]
@@ -72,6 +72,9 @@ class PairedSource(Source):
         rows = match_folders(index_folder(o.inputs, o.suffixes), index_folder(o.targets, o.suffixes), "input", "target")
         return [{"items": [list(r) for r in part]} for part in chunk(rows, items_per_unit)]
 
+    def planned_items(self, payload: dict[str, Any]) -> int | None:
+        return len(payload["items"])
+
     def read(self, payload: dict[str, Any]) -> Iterator[Item | Failed]:
         for item_id, x, y, problem in payload["items"]:
             if problem:
@@ -79,8 +82,8 @@ class PairedSource(Source):
                 continue
             try:
                 images = [read_bytes(x), read_bytes(y)]
-            except BadInput as err:
-                yield Failed(item_id, str(err))
+            except Exception as err:  # one bad file fails its item, never the unit
+                yield Failed(item_id, reason_of(err))
                 continue
             yield Item(item_id=item_id, source=self.ctx.dataset, images=images,
                        annotations={"paired_task": self.options.task},

@@ -21,10 +21,20 @@ URLs (s3://, memory://, local): the JSON and frames are read as bytes; a missing
 video as `io` naming its URL. A malformed person (wrong count,
 non-finite, visibility not 0/1/2) fails its video (`bad_annotation: ...`); a point past the
 frame (PoseTrack labels head tops that leave it) counts as unlabelled.
+
+The files are parsed once, on the driver (each under `max_annotation_bytes`); a unit's payload
+carries its videos' own frames and people, so workers never load a file. A frame entry with a
+field of the wrong type (`width: "wide"`, a `frame_id` that is not an integer) fails its video;
+a `file_name` is resolved under `root` (`..`, absolute, symlinks out: `bad_path`). Entries that
+belong to no video (an annotation whose `image_id` names no frame, an image entry that is not
+an object) and a video repeated in a second file get audit rows of their own; a file that
+cannot be used is one `bad_file` row, and when none is usable `plan()` raises a ConfigError.
 """
 from __future__ import annotations
 
 import io
+import json
+import logging
 import posixpath
 from typing import Any, Iterator
 
@@ -32,16 +42,18 @@ import numpy as np
 from PIL import Image
 from pydantic import Field, model_validator
 
-from sources.coco import read_json
+from sources.annotation_json import (MAX_ANNOTATION_BYTES, bad_file_entry, contained, file_labels, is_int,
+                                     read_json, safe_text)
 from sources.listing import is_dir, list_files
 from sources.remote import read_bytes
 from sources.video_plan import ShortPolicy, check_sentence_length, clip_notes, frames_needed, plan_clips
 from uvd.api import BuildContext, Source, chunk
 from uvd.config import Strict, require_path
-from uvd.errors import BadInput, ConfigError
+from uvd.errors import BadInput, ConfigError, reason_of
 from uvd.keypoint_formats import NUM_KEYPOINTS, FormatOption, detect_format, undetected_reason
 from uvd.records import Failed, Item
-from uvd.storage import join
+
+logger = logging.getLogger(__name__)
 
 
 class PoseVideoOptions(Strict):
@@ -53,6 +65,9 @@ class PoseVideoOptions(Strict):
     clips_per_stride: int = Field(1, ge=1)
     short_policy: ShortPolicy = "reduce_stride"
     max_overlap: float = Field(0.5, ge=0.0, le=1.0)  # see sources/video_plan.py
+    max_annotation_bytes: int = Field(MAX_ANNOTATION_BYTES, ge=1)  # per annotation file, read whole
+    # the cap decides only which files are usable: that shows in every unit's payload
+    operational_keys = frozenset({"max_annotation_bytes"})
 
     @model_validator(mode="after")
     def _check(self) -> "PoseVideoOptions":
@@ -71,18 +86,37 @@ def _files(path: str) -> list[str]:
     return files
 
 
-def _load(path: str) -> dict[str, Any]:
-    data = read_json(path, "pose_video")
+def _load(path: str, max_bytes: int = MAX_ANNOTATION_BYTES) -> dict[str, Any]:
+    data = read_json(path, "pose_video", max_bytes)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ConfigError(f"pose_video: {path} has no `images` list: not a PoseTrack18/COCO-style file")
+    for key in ("annotations", "categories"):
+        if data.get(key) is not None and not isinstance(data[key], list):
+            raise ConfigError(f"pose_video: {path}: `{key}` is a {type(data[key]).__name__}, not a list")
     return data
 
 
 def _video_of(img: dict[str, Any]) -> str:
-    """The video an image belongs to: its `vid_id`, else its file's folder."""
+    """The video an image belongs to: its `vid_id`, else its file's folder (as audit-safe text)."""
     if img.get("vid_id") is not None:
-        return str(img["vid_id"])
-    return posixpath.dirname(posixpath.normpath(str(img.get("file_name", "")))) or "."
+        return safe_text(str(img["vid_id"]))
+    return safe_text(posixpath.dirname(posixpath.normpath(str(img.get("file_name", "")))) or ".")
+
+
+def _is_id(value: Any) -> bool:
+    return is_int(value) or isinstance(value, str)
+
+
+def _keypoint_names(data: dict[str, Any]) -> list[str] | None:
+    names = next((c.get("keypoints") for c in data.get("categories") or [] if isinstance(c, dict)), None)
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    """track ids and annotation ids of any JSON type in one order (numbers first)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return (0, value)
+    return (1, str(value))
 
 
 class PoseVideoSource(Source):
@@ -94,60 +128,143 @@ class PoseVideoSource(Source):
         check_sentence_length("pose_video", options.frames_per_sentence, ctx.max_images)
 
     def plan(self, items_per_unit: int) -> list[dict[str, Any]]:
-        rows: dict[str, str] = {}
-        for f in _files(self.options.annotations):
-            for img in _load(f)["images"]:
-                if isinstance(img, dict):
-                    rows.setdefault(_video_of(img), f)
-        return [{"videos": part} for part in chunk([[v, rows[v]] for v in sorted(rows)], items_per_unit)]
+        """Every file parsed here, once: each unit carries its videos' own frames and people."""
+        files = _files(self.options.annotations)
+        labels = file_labels(files)
+        videos: dict[str, tuple[str, dict[str, Any]]] = {}  # video → (its file's label, record)
+        bad: list[list[str]] = []
+        bad_files: list[list[str]] = []
+        for f in files:
+            try:
+                data = _load(f, self.options.max_annotation_bytes)
+            except ConfigError as err:
+                logger.warning("pose_video: skipping annotation file %s: %s", f, err)
+                bad_files.append(bad_file_entry(labels[f], err))
+                continue
+            bad += self._index_file(data, labels[f], videos)
+            del data
+        if not videos and not bad and bad_files:
+            raise ConfigError("pose_video: no usable annotation file: " + "; ".join(r[1] for r in bad_files))
+        rows = [[v, json.dumps(videos[v][1], separators=(",", ":"))] for v in sorted(videos)]
+        units: list[dict[str, Any]] = [{"videos": part} for part in chunk(rows, items_per_unit)]
+        if bad:
+            units = units or [{"videos": []}]
+            units[0]["bad_entries"] = bad
+        return units + [{"videos": [], "bad_entries": [row]} for row in bad_files]
+
+    @staticmethod
+    def _index_file(data: dict[str, Any], label: str, videos: dict[str, tuple[str, dict[str, Any]]]) -> list[list[str]]:
+        """Add one file's videos to `videos`; the audit rows of its entries that belong to no video."""
+        bad: list[list[str]] = []
+        mine: dict[str, dict[str, Any]] = {}
+        video_of_image: dict[Any, str] = {}
+        names = _keypoint_names(data)
+        for i, img in enumerate(data["images"]):
+            if not isinstance(img, dict):
+                bad.append([f"{label}:images[{i}]", "bad_json: image entry is not an object"])
+                continue
+            video = _video_of(img)
+            if video in videos and videos[video][0] != label:
+                if video not in mine:  # once per file that repeats it
+                    bad.append([f"{video}@{label}", f"duplicate: video {video!r} of {label} is already in "
+                                                    f"{videos[video][0]}"])
+                    mine[video] = {"frames": [], "people": [], "names": names}
+                continue
+            rec = mine.setdefault(video, {"frames": [], "people": [], "names": names})
+            if _is_id(img.get("id")):
+                video_of_image[img["id"]] = video
+            if img.get("is_labeled", True):  # only labelled frames take part
+                rec["frames"].append([i, img.get("id"), img.get("file_name"), img.get("frame_id"),
+                                      img.get("width"), img.get("height")])
+        for i, ann in enumerate(data.get("annotations") or []):
+            if not isinstance(ann, dict):
+                bad.append([f"{label}:annotations[{i}]", "bad_json: annotation is not an object"])
+                continue
+            if not ann.get("keypoints"):  # a head box or a crowd region: no person to draw
+                continue
+            iid = ann.get("image_id")
+            if not _is_id(iid) or iid not in video_of_image:
+                bad.append([f"{label}:annotations[{i}]", f"bad_json: annotation refers to unknown image_id "
+                                                         f"{safe_text(repr(iid))[:80]}"])
+                continue
+            video = video_of_image[iid]
+            if video in videos and videos[video][0] != label:
+                continue  # a repeated video: its row says so
+            mine[video]["people"].append([iid, ann["keypoints"], ann.get("track_id", 0), ann.get("id", 0)])
+        for video, rec in mine.items():
+            if video not in videos or videos[video][0] == label:
+                videos[video] = (label, rec)
+        return bad
+
+    def planned_items(self, payload: dict[str, Any]) -> int | None:
+        return len(payload["videos"]) + len(payload.get("bad_entries", []))
 
     def read(self, payload: dict[str, Any]) -> Iterator[Item | Failed]:
-        cache: dict[str, dict[str, Any]] = {}
-        for video, path in payload["videos"]:
+        for pseudo_id, reason in payload.get("bad_entries", []):
+            yield Failed(pseudo_id, reason)
+        for video, record in payload["videos"]:
             try:
-                if path not in cache:
-                    cache[path] = _load(path)
-                data = cache[path]
-                yield self.read_one(video, data)
-            except ConfigError as err:
-                yield Failed(video, f"bad_json: {err}")
-            except BadInput as err:
-                yield Failed(video, str(err))
+                yield self.read_one(video, json.loads(record))
+            except Exception as err:  # one bad value fails its video, never the unit
+                yield Failed(video, reason_of(err))
 
-    def _format(self, data: dict[str, Any], count: int) -> str:
+    def _format(self, names: list[str] | None, count: int) -> str:
         if self.options.keypoint_format != "auto":
             return self.options.keypoint_format
-        names = next((c.get("keypoints") for c in data.get("categories") or [] if isinstance(c, dict)), None)
         fmt = detect_format(names, count)
         if fmt is None:
             raise BadInput("bad_annotation", undetected_reason(names, count))
         return fmt
 
-    def read_one(self, video: str, data: dict[str, Any]) -> Item:
+    @staticmethod
+    def _frames(video: str, rows: list[list[Any]]) -> list[dict[str, Any]]:
+        """The labelled frames in time order; a frame entry with a field of the wrong type fails the video."""
+        frames = []
+        for i, iid, file_name, frame_id, width, height in rows:
+            where = f"video {video!r}: images[{i}]"
+            if not isinstance(file_name, str):
+                raise BadInput("bad_annotation", f"{where}: file_name {safe_text(repr(file_name))[:80]} is not a name")
+            if iid is not None and not _is_id(iid):
+                raise BadInput("bad_annotation", f"{where}: id {iid!r} is not an integer or a string")
+            for key, v in (("width", width), ("height", height)):
+                if v is not None and not (is_int(v) and v >= 0):
+                    raise BadInput("bad_annotation", f"{where}: {key} {v!r} is not a size in pixels")
+            frames.append({"id": iid, "file_name": file_name, "frame_id": frame_id, "width": width or 0,
+                           "height": height or 0})
+        ids = [f["frame_id"] for f in frames]
+        if all(v is None for v in ids):  # no time stamps: the file names' order
+            frames.sort(key=lambda f: f["file_name"])
+        elif all(is_int(v) for v in ids):
+            frames.sort(key=lambda f: (f["frame_id"], f["file_name"]))
+        else:
+            odd = next(v for v in ids if not is_int(v))
+            raise BadInput("bad_annotation", f"video {video!r}: frame_id {safe_text(repr(odd))[:80]} is not an integer: "
+                                             "its frames have no time order")
+        return frames
+
+    def read_one(self, video: str, record: dict[str, Any]) -> Item:
         o = self.options
-        frames = [img for img in data["images"] if isinstance(img, dict) and _video_of(img) == video
-                  and img.get("is_labeled", True) and isinstance(img.get("file_name"), str)]
+        frames = self._frames(video, record["frames"])
         if not frames:
             raise BadInput("unpaired", f"video {video!r}: no labelled frame")
-        frames.sort(key=lambda img: (img.get("frame_id", 0), img["file_name"]))
-        people: dict[Any, list[dict[str, Any]]] = {}
-        for ann in data.get("annotations") or []:
-            if isinstance(ann, dict) and ann.get("keypoints"):
-                people.setdefault(ann.get("image_id"), []).append(ann)
-        counts = {len(a["keypoints"]) // 3 for anns in people.values() for a in anns}
-        fmt = self._format(data, max(counts) if counts else 17)
+        people: dict[Any, list[list[Any]]] = {}
+        for person in record["people"]:
+            people.setdefault(person[0], []).append(person)
+        counts = {len(p[1]) // 3 for anns in people.values() for p in anns if isinstance(p[1], list)}
+        fmt = self._format(record.get("names"), max(counts) if counts else 17)
         k = NUM_KEYPOINTS[fmt]
         clips = plan_clips(len(frames), o.frames_per_sentence, o.strides, o.clips_per_stride, o.short_policy,
                            lambda stride: self.ctx.rng(video, "clip", stride), o.max_overlap)
         needed = frames_needed(clips)
         images, keypoints = [], []
-        width, height = int(frames[0].get("width") or 0), int(frames[0].get("height") or 0)
+        width, height = frames[0]["width"], frames[0]["height"]
         for i in needed:
             img = frames[i]
-            images.append(read_bytes(join(o.root, img["file_name"])))  # BadInput("io", "<url>: ...")
+            images.append(read_bytes(contained(o.root, img["file_name"])))  # BadInput("io", "<url>: ...")
             if not (width and height):  # the official PoseTrack files give no size: the frame's own header does
                 width, height = _frame_size(images[-1], img["file_name"])
-            keypoints.append(self._people(people.get(img.get("id"), []), k, fmt, img, width, height))
+            keypoints.append(self._people(people.get(img["id"], []) if img["id"] is not None else [], k, fmt, img,
+                                          width, height))
         return Item(
             item_id=video, source=self.ctx.dataset, images=images,
             annotations={"keypoints_per_frame": keypoints, "keypoint_format": fmt, "width": width, "height": height,
@@ -158,25 +275,25 @@ class PoseVideoSource(Source):
         )
 
     @staticmethod
-    def _people(anns: list[dict[str, Any]], k: int, fmt: str, img: dict[str, Any], width: int,
+    def _people(anns: list[list[Any]], k: int, fmt: str, img: dict[str, Any], width: int,
                 height: int) -> np.ndarray:
         out = []
-        for ann in sorted(anns, key=lambda a: (a.get("track_id", 0), a.get("id", 0))):
-            kps = ann["keypoints"]
-            try:
-                arr = np.asarray(kps, np.float64).reshape(k, 3)
-            except (TypeError, ValueError):
+        for _, kps, track_id, aid in sorted(anns, key=lambda a: (_sort_key(a[2]), _sort_key(a[3]))):
+            ok = (isinstance(kps, list) and len(kps) == 3 * k
+                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in kps))
+            if not ok:
                 n = len(kps) if isinstance(kps, list) else type(kps).__name__
-                raise BadInput("bad_annotation", f"{img['file_name']}: person {ann.get('id', '?')}: keypoints must be "
-                                                 f"{k}×(x, y, v) numbers ({fmt}), got {n}") from None
+                raise BadInput("bad_annotation", f"{img['file_name']}: person {aid!r}: keypoints must be "
+                                                 f"{k}×(x, y, v) numbers ({fmt}), got {n}")
+            arr = np.asarray(kps, np.float64).reshape(k, 3)
             if not np.isfinite(arr).all() or not np.isin(arr[:, 2], (0, 1, 2)).all():
-                raise BadInput("bad_annotation", f"{img['file_name']}: person {ann.get('id', '?')}: a keypoint is "
+                raise BadInput("bad_annotation", f"{img['file_name']}: person {aid!r}: a keypoint is "
                                                  "non-finite or its visibility is not 0/1/2")
             # PoseTrack labels head tops that leave the frame: such a point is not drawn (unlabelled).
             labelled = bool((arr[:, 2] > 0).any())
             arr[(arr[:, 0] < 0) | (arr[:, 1] < 0) | (arr[:, 0] > width) | (arr[:, 1] > height), 2] = 0
             if labelled and not (arr[:, 2] > 0).any():  # a person drawn as nothing: never a silent black pose image
-                raise BadInput("bad_annotation", f"{img['file_name']}: person {ann.get('id', '?')}: no keypoint "
+                raise BadInput("bad_annotation", f"{img['file_name']}: person {aid!r}: no keypoint "
                                                  f"inside the {width}x{height} frame")
             out.append(arr)
         return np.array(out, np.float64).reshape(len(out), k, 3)

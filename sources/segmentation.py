@@ -21,7 +21,7 @@ from sources.paired import index_folder, match_folders
 from sources.remote import read_bytes
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
-from uvd.errors import BadInput
+from uvd.errors import BadInput, reason_of
 from uvd.records import Failed, Item
 
 
@@ -72,6 +72,9 @@ class SegmentationSource(Source):
                              "image", "label map")
         return [{"items": [list(r) for r in part]} for part in chunk(rows, items_per_unit)]
 
+    def planned_items(self, payload: dict[str, Any]) -> int | None:
+        return len(payload["items"])
+
     def read(self, payload: dict[str, Any]) -> Iterator[Item | Failed]:
         o = self.options
         for item_id, image_path, label_path, problem in payload["items"]:
@@ -88,8 +91,8 @@ class SegmentationSource(Source):
                     if bad.any():
                         raise BadInput("label", f"class index {int(labels[bad].max())} > {top} (num_classes={o.num_classes})")
                 labels = np.where(ignored, 0, labels + 1 if o.zero_is_class else labels).astype(np.int32)
-            except BadInput as err:
-                yield Failed(item_id, str(err))
+            except Exception as err:  # one bad file fails its item, never the unit
+                yield Failed(item_id, reason_of(err))
                 continue
             yield Item(item_id=item_id, source=self.ctx.dataset, images=[photo],
                        annotations={"label_map": labels},

@@ -61,6 +61,13 @@ class Source:
     def read(self, payload: dict[str, Any]) -> Iterator[Union[Item, Failed]]:
         raise NotImplementedError
 
+    def planned_items(self, payload: dict[str, Any]) -> int | None:
+        """How many audit rows `read(payload)` must end in, counted from the payload alone (it was
+        fixed at plan time); None when the source cannot say. Recorded in the unit's stats as
+        `planned_inputs`: `uvd validate` fails a unit whose audit has another number of rows, so an
+        item that never got a row (or a row that is no item) is found."""
+        return None
+
     def close(self) -> None:
         """Release per-worker resources (renderers, decoder processes)."""
 
