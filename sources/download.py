@@ -15,7 +15,7 @@ response headers and the body: before every read from the socket its timeout is 
 time left (`_DeadlineReader`), so a server that trickles a byte at a time cannot outlive it.
 Only failures that may pass (connection errors, connect timeouts, 408/425/429/5xx,
 truncated bodies) are retried, with exponential backoff. Error messages never carry a URL's
-credentials or signed-URL secrets (`sources/url_redact.py`); the request itself uses them.
+credentials or signed-URL secrets (`uvd/url_redact.py`); the request itself uses them.
 
 http.client rather than httpx: the same guards cost about half the CPU per request (0.19
 vs 0.36–0.43 ms on loopback, BENCHMARKS.md), and a LAION build is billions of requests.
@@ -44,7 +44,7 @@ from pydantic import Field, field_validator
 
 from sources.address_guard import AddressRefused, Endpoint, vet
 from sources.opt_out import OptOutOptions, opt_out_reason
-from sources.url_redact import DEFAULT_SECRET_PARAMS, redact_text, secrets_in
+from uvd.url_redact import DEFAULT_SECRET_PARAMS, redact_text, secrets_in
 from uvd.config import Strict
 from uvd.errors import BadInput
 

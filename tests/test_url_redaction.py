@@ -12,7 +12,7 @@ import pytest
 
 from demo.image_server import generated_photos
 from sources.download import Downloader, DownloadOptions, FetchError
-from sources.url_redact import MASK, redact_text, redact_url, secrets_in
+from uvd.url_redact import MASK, redact_text, redact_url, secrets_in
 from tests.support.header_server import HeaderServer
 from tests.support.laion import FAST_DOWNLOAD, write_metadata
 from uvd.config import BuildConfig
@@ -133,3 +133,15 @@ def test_a_build_with_secret_urls_writes_no_secret_anywhere(tmp_path, caplog):
         f"http://{base}/img/a.jpg?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED&size=big",
         f"http://{base}/img/b.jpg?token=REDACTED&w=1#access_token=REDACTED",
     ]
+
+
+def test_config_dump_for_the_manifest_keeps_no_secret():
+    from uvd.url_redact import redact_strings
+
+    cfg = {"out": "s3://bucket/out", "datasets": [{"source_args": {
+        "metadata": ["https://alice:pw1234@host/meta.parquet?X-Amz-Signature=abcd1234&part=1", "local/file.csv"],
+        "retries": 3}}]}
+    dumped = repr(redact_strings(cfg))
+    assert "pw1234" not in dumped and "abcd1234" not in dumped
+    assert "https://host/meta.parquet?X-Amz-Signature=REDACTED&part=1" in dumped and "local/file.csv" in dumped
+    assert redact_strings(cfg)["datasets"][0]["source_args"]["retries"] == 3

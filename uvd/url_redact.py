@@ -85,3 +85,15 @@ def redact_text(text: str, params: Iterable[str] = DEFAULT_SECRET_PARAMS, secret
 def url_digest(url: str) -> str:
     """What an index stores to compare URLs by: equal exactly when the URLs are, secrets unreadable."""
     return hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def redact_strings(obj: object) -> object:
+    """A JSON-like value (a config dump) with every URL-looking string redacted (`redact_url`): a
+    metadata path given as a signed link or with `user:pass@` is not copied into manifest.json."""
+    if isinstance(obj, str):
+        return redact_url(obj) if "://" in obj else obj
+    if isinstance(obj, dict):
+        return {k: redact_strings(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_strings(v) for v in obj]
+    return obj
