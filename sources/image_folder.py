@@ -6,10 +6,10 @@ from typing import Any, Iterator
 from pydantic import model_validator
 
 from sources.listing import list_inputs
-from sources.remote import read_bytes
+from sources.remote import list_entry, read_bytes
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
-from uvd.errors import BadInput
+from uvd.errors import reason_of
 from uvd.records import Failed, Item
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -50,13 +50,16 @@ class ImageFolderSource(Source):
                 units.append({"label": label, "files": part})
         return units
 
+    def planned_items(self, payload: dict[str, Any]) -> int | None:
+        return len(payload["files"])
+
     def read(self, payload: dict[str, Any]) -> Iterator[Item | Failed]:
         label = payload["label"] or None
         for item_id, path in payload["files"]:
             try:
-                data = read_bytes(path)
-            except BadInput as err:
-                yield Failed(item_id, str(err))
+                data = read_bytes(list_entry(self.options.list_file, item_id, path))
+            except Exception as err:  # one unreadable file is its item's failure, never the unit's
+                yield Failed(item_id, reason_of(err))
                 continue
             yield Item(item_id=item_id, source=self.ctx.dataset, images=[data], label=label,
                        provenance={"path": item_id, **({"label": label} if label else {})})

@@ -19,16 +19,23 @@ from typing import Any, Iterator, Literal
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
+from sources.bad_file import bad_file_rows, is_bad_file, plan_files
 from sources.filters import FilterOptions, UnitFilters
 from sources.laion import UnitIds, settle
 from sources.laion_metadata import canonical_row, derive_id, match_columns, number
+from sources.listing import is_remote, printable_id
+from sources.remote import MAX_ITEM_BYTES, check_regular, read_bytes
+from uvd.url_redact import redact_text, redact_url
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
-from uvd.errors import ConfigError
+from uvd.errors import ConfigError, reason_of
 from uvd.records import Failed, Item
+from uvd.shards import open_parquet
 from uvd.storage import fs_and_path, join
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+# img2dataset's per-sample JSON is a few hundred bytes; a bigger one is that sample's failure.
+MAX_SAMPLE_JSON_BYTES = 1 << 20
 
 
 class Img2datasetOptions(Strict):
@@ -54,19 +61,33 @@ def json_row(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def unsafe_member(info: tarfile.TarInfo) -> str | None:
-    name = info.name
+    name = printable_id(info.name)
     if name.startswith("/") or (len(name) > 1 and name[1] == ":") or name.startswith("\\"):
-        return f"absolute path {name!r}"
+        return f"unsafe_path: absolute path {name!r}"
     if ".." in name.replace("\\", "/").split("/"):
-        return f"'..' in path {name!r}"
+        return f"unsafe_path: '..' in path {name!r}"
     if not info.isfile():
-        return f"{name!r} is not a regular file (type {info.type!r})"
+        return f"unsafe_path: {name!r} is not a regular file (type {info.type!r})"
+    cap = MAX_SAMPLE_JSON_BYTES if sample_key(info.name)[1] == "json" else MAX_ITEM_BYTES
+    if info.size > cap:
+        return f"too_large: member {name!r} is {info.size} bytes > cap {cap}"
     return None
+
+
+def _check_tar_end(fs: Any, tar: str, end: int) -> None:
+    """tarfile ends quietly where a truncated tar stops: after the last member there may only be
+    zero blocks, and the last member's data must be in the file."""
+    size = fs.size(tar)
+    if end > size:
+        raise tarfile.ReadError(f"truncated: the last member ends at byte {end}, the file has {size}")
+    tail = fs.cat_file(tar, start=end, end=min(size, end + (1 << 20))) if size > end else b""
+    if tail.strip(b"\x00"):
+        raise tarfile.ReadError(f"truncated or corrupt: unreadable data after byte {end}")
 
 
 def sample_key(name: str) -> tuple[str, str]:
     """webdataset's rule: the key is the path up to the first dot of the base name."""
-    d, base = posixpath.split(name)
+    d, base = posixpath.split(printable_id(name))
     stem, _, ext = base.partition(".")
     return posixpath.join(d, stem), ext.lower()
 
@@ -84,39 +105,53 @@ class Img2datasetSource(Source):
         if fs.glob(join(root, "*.tar")):
             return "webdataset"
         for p in sorted(fs.glob(join(root, "*.parquet"))):
-            with fs.open(p, "rb") as f:
-                if set(pq.ParquetFile(f).schema_arrow.names) & set(IMAGE_EXTS):
-                    return "parquet"
+            try:
+                names = set(self._parquet(fs, p).schema_arrow.names)
+            except Exception:  # unreadable: reported by name when planned
+                continue
+            if names & set(IMAGE_EXTS):
+                return "parquet"
         if fs.glob(join(root, "*", "*.json")) or any(fs.glob(join(root, "*", f"*.{e}")) for e in IMAGE_EXTS):
             return "files"
         raise ConfigError(f"img2dataset: no webdataset tars, image Parquet or files layout under {self.options.root}")
+
+    def _parquet(self, fs: Any, path: str) -> pq.ParquetFile:
+        # By path when local (pyarrow's own file: no Python file object under Arrow's threads).
+        url = fs.unstrip_protocol(path) if is_remote(self.options.root) else path
+        check_regular(url)  # a FIFO would block the plan
+        return open_parquet(url)
 
     def plan(self, items_per_unit: int) -> list[dict[str, Any]]:
         layout = self._layout()
         fs, root = fs_and_path(self.options.root)
         units: list[dict[str, Any]] = []
         if layout == "webdataset":
+            def plan_tar(tar: str) -> list[dict[str, Any]]:
+                return [{"layout": layout, "tar": posixpath.basename(tar), "offset": offset, "samples": items_per_unit}
+                        for _, offset in self._tar_starts(fs, tar, items_per_unit)]
+
+            def plan_failures(meta: str) -> list[dict[str, Any]]:
+                pf = self._parquet(fs, meta)
+                n = pf.metadata.num_rows if "status" in pf.schema_arrow.names else 0
+                return [{"layout": "failures", "file": posixpath.basename(meta), "start": s,
+                         "stop": min(n, s + items_per_unit)} for s in range(0, n, items_per_unit)]
+
+            # Beside each tar img2dataset writes the shard's metadata, failed rows included:
+            # they go to the audit, so every input row is accounted for.
+            files = []
             for tar in sorted(fs.glob(join(root, "*.tar"))):
-                for _, offset in self._tar_starts(fs, tar, items_per_unit):
-                    units.append({"layout": layout, "tar": posixpath.basename(tar), "offset": offset,
-                                  "samples": items_per_unit})
-                # Beside each tar img2dataset writes the shard's metadata, failed rows included:
-                # they go to the audit, so every input row is accounted for.
                 meta = tar[: -len(".tar")] + ".parquet"
-                if fs.exists(meta):
-                    with fs.open(meta, "rb") as f:
-                        pf = pq.ParquetFile(f)
-                        n = pf.metadata.num_rows if "status" in pf.schema_arrow.names else 0
-                    for s in range(0, n, items_per_unit):
-                        units.append({"layout": "failures", "file": posixpath.basename(meta), "start": s,
-                                      "stop": min(n, s + items_per_unit)})
+                files += [tar, meta] if fs.exists(meta) else [tar]
+            # A tar or shard metadata file that cannot be read: one `bad_file` audit row, the others
+            # built; none readable: ConfigError (sources/bad_file.py).
+            units = plan_files("img2dataset", files, lambda f: plan_tar(f) if f.endswith(".tar") else plan_failures(f))
         elif layout == "parquet":
-            for p in sorted(fs.glob(join(root, "*.parquet"))):
-                with fs.open(p, "rb") as f:
-                    n = pq.ParquetFile(f).metadata.num_rows
-                for s in range(0, n, items_per_unit):
-                    units.append({"layout": layout, "file": posixpath.basename(p), "start": s,
-                                  "stop": min(n, s + items_per_unit)})
+            def plan_parquet(p: str) -> list[dict[str, Any]]:
+                n = self._parquet(fs, p).metadata.num_rows
+                return [{"layout": layout, "file": posixpath.basename(p), "start": s, "stop": min(n, s + items_per_unit)}
+                        for s in range(0, n, items_per_unit)]
+
+            units = plan_files("img2dataset", sorted(fs.glob(join(root, "*.parquet"))), plan_parquet)
         else:
             for d in sorted(p for p in fs.glob(join(root, "*")) if fs.isdir(p)):
                 samples: dict[str, dict[str, str]] = {}
@@ -132,6 +167,8 @@ class Img2datasetSource(Source):
     def _tar_starts(fs: Any, tar: str, per_unit: int) -> list[tuple[int, int]]:
         """(sample index, byte offset of its first member) every per_unit samples: headers only."""
         starts: list[tuple[int, int]] = []
+        if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+            check_regular(tar)  # a FIFO would block the plan
         with fs.open(tar, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tf:
             last, n = None, 0
             for info in tf:
@@ -140,10 +177,25 @@ class Img2datasetSource(Source):
                     if n % per_unit == 0:
                         starts.append((n, info.offset))
                     last, n = key, n + 1
+            _check_tar_end(fs, tar, tf.offset)
         return starts
 
     # ---- reading ----
+    def planned_items(self, payload: dict[str, Any]) -> int | None:
+        """Known from the payload for a bad file, a Parquet range and a files-layout unit; a tar
+        unit's last part and a failures range (its successes are the tar's) are counted when read."""
+        if is_bad_file(payload):
+            return 1
+        if payload["layout"] == "parquet":
+            return payload["stop"] - payload["start"]
+        if payload["layout"] == "files":
+            return len(payload["samples"])
+        return None
+
     def read(self, payload: dict[str, Any]) -> Iterator[Item | Failed]:
+        if is_bad_file(payload):
+            yield from bad_file_rows(payload)
+            return
         filters = UnitFilters(self.options.filters)
         layout = payload["layout"]
         if layout == "webdataset":
@@ -157,22 +209,27 @@ class Img2datasetSource(Source):
             stem = payload["dir"]
         ids = UnitIds(stem)
         for key, meta, image, problem in samples:
-            row = json_row(meta) if meta else canonical_row({}, {})
-            base = derive_id(row, self.options.id_from)
-            item_id = ids.take(base, key)
-            if problem:
-                yield Failed(item_id, problem)
-                continue
-            url = row.get("url") or ""
-            early = filters.check_metadata(row) or (filters.check_url(item_id, url) if url else None)
-            if early:
-                yield Failed(item_id, early)
-                continue
-            if image is None:
-                yield Failed(item_id, "missing: no image in sample (img2dataset keeps failed rows without one)"
-                          if not meta.get("error_message") else f"img2dataset: {meta.get('status')}: {meta['error_message']}")
-                continue
-            yield settle(filters, item_id, url, image, self.ctx.dataset)
+            item_id = key
+            try:
+                row = json_row(meta) if meta else canonical_row({}, {})
+                item_id = ids.take(derive_id(row, self.options.id_from), key)
+                yield self._item(filters, item_id, row, meta, image, problem)
+            except Exception as err:  # one bad value fails its sample; the unit goes on
+                yield Failed(item_id, reason_of(err))
+
+    def _item(self, filters: UnitFilters, item_id: str, row: dict[str, Any], meta: dict[str, Any],
+              image: bytes | None, problem: str | None) -> Item | Failed:
+        if problem:
+            return Failed(item_id, problem)
+        url = row.get("url") or ""
+        early = filters.check_metadata(row) or (filters.check_url(item_id, url) if url else None)
+        if early:
+            return Failed(item_id, early)
+        if image is None:
+            return Failed(item_id, "missing: no image in sample (img2dataset keeps failed rows without one)"
+                          if not meta.get("error_message")
+                          else f"img2dataset: {meta.get('status')}: {redact_text(str(meta['error_message']))}")
+        return settle(filters, item_id, redact_url(url), image, self.ctx.dataset)  # written: no credentials
 
     def _tar_samples(self, payload: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], bytes | None, str | None]]:
         fs, root = fs_and_path(self.options.root)
@@ -193,10 +250,13 @@ class Img2datasetSource(Source):
                     current, parts = key, {}
                 problem = unsafe_member(info)
                 if problem:
-                    parts["problem"] = f"unsafe_path: {problem}"
+                    parts.setdefault("problem", problem)
                     continue
-                if ext in IMAGE_EXTS or ext == "json":
-                    parts.setdefault(ext, tf.extractfile(info).read())  # type: ignore[union-attr]
+                if (ext in IMAGE_EXTS or ext == "json") and ext not in parts:
+                    try:
+                        parts[ext] = tf.extractfile(info).read()  # type: ignore[union-attr]
+                    except Exception as err:  # a member cut short: that sample's failure
+                        parts.setdefault("problem", f"io: member {printable_id(info.name)!r}: {reason_of(err)}")
             if current is not None:
                 yield self._sample(current, parts)
 
@@ -208,32 +268,40 @@ class Img2datasetSource(Source):
             try:
                 meta = json.loads(parts["json"])
                 meta = meta if isinstance(meta, dict) else {}
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                problem = problem or f"metadata: {key}.json is not valid JSON"
+            except (ValueError, RecursionError) as err:  # bad UTF-8 or JSON, or nested too deep
+                problem = problem or f"metadata: {key}.json is not valid JSON ({type(err).__name__})"
         image = next((parts[e] for e in IMAGE_EXTS if e in parts), None)
         return key, meta, image, problem
 
     def _parquet_samples(self, payload: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], bytes | None, str | None]]:
         fs, root = fs_and_path(self.options.root)
-        with fs.open(join(root, payload["file"]), "rb") as f:
-            pf = pq.ParquetFile(f)
-            image_col = next((c for c in IMAGE_EXTS if c in pf.schema_arrow.names), None)
-            only_failures = payload["layout"] == "failures"
-            first = 0
-            start, stop = payload["start"], payload["stop"]
-            for g in range(pf.num_row_groups):
-                n = pf.metadata.row_group(g).num_rows
-                lo, hi = max(start, first), min(stop, first + n)
-                if lo < hi:
-                    for i, rec in enumerate(pf.read_row_group(g).slice(lo - first, hi - lo).to_pylist()):
-                        image = rec.pop(image_col, None) if image_col else None
-                        rec.pop("caption", None)
-                        if only_failures and rec.get("status") == "success":
-                            continue  # in the tar: read by the tar's units
-                        yield str(rec.get("key") or lo + i), rec, image, None
-                first += n
-                if first >= stop:
-                    break
+        pf = self._parquet(fs, join(root, payload["file"]))
+        image_col = next((c for c in IMAGE_EXTS if c in pf.schema_arrow.names), None)
+        only_failures = payload["layout"] == "failures"
+        first = 0
+        start, stop = payload["start"], payload["stop"]
+        for g in range(pf.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            lo, hi = max(start, first), min(stop, first + n)
+            if lo < hi:
+                try:
+                    records = pf.read_row_group(g, use_threads=False).slice(lo - first, hi - lo).to_pylist()
+                except Exception as err:  # a corrupt row group: its rows fail, the others are read
+                    for i in range(lo, hi):
+                        yield str(i), {}, None, f"bad_file: {payload['file']}: row group {g}: {reason_of(err)}"[:300]
+                    records = []
+                for i, rec in enumerate(records):
+                    image = rec.pop(image_col, None) if image_col else None
+                    rec.pop("caption", None)
+                    if only_failures and rec.get("status") == "success":
+                        continue  # in the tar: read by the tar's units
+                    if image is not None and len(image) > MAX_ITEM_BYTES:
+                        yield str(rec.get("key") or lo + i), rec, None, f"too_large: {len(image)} bytes > cap {MAX_ITEM_BYTES}"
+                        continue
+                    yield str(rec.get("key") or lo + i), rec, image, None
+            first += n
+            if first >= stop:
+                break
 
     def _file_samples(self, payload: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], bytes | None, str | None]]:
         fs, root = fs_and_path(self.options.root)
@@ -242,7 +310,10 @@ class Img2datasetSource(Source):
             parts: dict[str, Any] = {}
             try:
                 for ext, name in names.items():
-                    parts[ext] = fs.cat_file(join(d, name))
-            except OSError as err:
-                parts["problem"] = f"io: {key}: {err.strerror or err}"
+                    url = join(d, name)
+                    # read_bytes: a FIFO or device never blocks, a huge file is not read
+                    parts[ext] = read_bytes(fs.unstrip_protocol(url) if is_remote(self.options.root) else url,
+                                            MAX_SAMPLE_JSON_BYTES if ext == "json" else MAX_ITEM_BYTES)
+            except Exception as err:
+                parts = {"problem": reason_of(err)}
             yield self._sample(key, parts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import posixpath
 
+from uvd.errors import BadInput, ConfigError
 from uvd.storage import fs_and_path
 
 
@@ -18,6 +19,24 @@ def is_remote(url: str) -> bool:
 
 def _as_url(fs: object, url: str, path: str) -> str:
     return fs.unstrip_protocol(path) if is_remote(url) else path  # type: ignore[attr-defined]
+
+
+def suffix_of(name: str) -> str:
+    """The lowercased extension of a file name, dot included: `..jpg` and `...jpg` end in `.jpg`
+    (posixpath.splitext takes leading dots for a hidden file's name and would say none)."""
+    base = posixpath.basename(name)
+    return "." + base.rsplit(".", 1)[1].lower() if "." in base else ""
+
+
+def printable_id(name: str) -> str:
+    """A name as an item id: a file name that is not UTF-8 (Python holds its bytes as lone
+    surrogates, which Parquet cannot store) keeps its bytes as `\\xNN` escapes; the file is read
+    under its real name."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def list_files(root: str, suffixes: list[str] | set[str] | None = None,
@@ -30,7 +49,7 @@ def list_files(root: str, suffixes: list[str] | set[str] | None = None,
     found = []
     for p in fs.find(base, maxdepth=1 if top_level else None):
         rel = p[len(base) + 1:] if p.startswith(base + "/") else posixpath.basename(p)
-        if wanted is None or posixpath.splitext(rel)[1].lower() in wanted:
+        if wanted is None or suffix_of(rel) in wanted:
             found.append((rel, _as_url(fs, root, p)))
     return sorted(found)
 
@@ -49,17 +68,32 @@ def is_dir(url: str) -> bool:
     return fs.isdir(path)
 
 
-def read_text(url: str) -> str:
-    fs, path = fs_and_path(url)
-    with fs.open(path, "rb") as f:
-        return f.read().decode("utf-8")
+# A list file, label map or category file read whole: larger ones are refused by name.
+MAX_TEXT_BYTES = 256 << 20
+
+
+def read_text(url: str, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """A small text file (list file, category map) as str; ConfigError naming the file when it is
+    larger than `max_bytes`, not a regular file, or not UTF-8."""
+    from sources.remote import read_bytes  # remote imports is_remote from here
+
+    try:
+        data = read_bytes(url, max_bytes)
+    except BadInput as err:
+        raise ConfigError(f"{url}: cannot read ({err})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{url}: not UTF-8 text (byte {err.start})") from None
 
 
 def list_inputs(root: str | None, list_file: str | None, suffixes: list[str],
                 labels: bool = True) -> list[tuple[str, str, str]]:
     """(item_id, path, label) sorted by item id. The id is the path relative to `root`, or as
     written in the list file (one path per line, relative to the list file, optionally
-    "path<TAB>label"; blank lines and # comments are skipped)."""
+    "path<TAB>label"; blank lines and # comments are skipped). A relative line is checked to stay
+    under the list file's folder when it is read (`sources.remote.list_entry`), not here, so a bad
+    line fails its own item."""
     entries = []
     if list_file:
         base = posixpath.dirname(list_file)
@@ -73,5 +107,5 @@ def list_inputs(root: str | None, list_file: str | None, suffixes: list[str],
     elif root:
         for rel, url in list_files(root, suffixes):
             parts = rel.split("/")
-            entries.append((rel, url, parts[0] if labels and len(parts) > 1 else ""))
+            entries.append((printable_id(rel), url, printable_id(parts[0]) if labels and len(parts) > 1 else ""))
     return sorted(entries)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import posixpath
 from typing import Any, Iterator, Literal
 
@@ -18,7 +19,7 @@ from pydantic import Field, model_validator
 from trimesh.resolvers import FilePathResolver, Resolver
 
 from sources.listing import is_dir, is_remote, list_files, read_text
-from sources.remote import local_copy, read_bytes, size_of
+from sources.remote import check_regular, local_copy, read_bytes, size_of
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput
@@ -77,19 +78,34 @@ def _read_uids(path: str) -> list[str]:
 
 
 class _RecordingResolver(FilePathResolver):
-    """Resolves textures/buffers next to the file and remembers the names it could not find
-    (trimesh drops a missing texture with only a log line)."""
+    """Resolves textures/buffers next to the file (trimesh keeps them under its folder, symlinks
+    followed) and remembers the names it could not find (trimesh drops a missing texture with
+    only a log line). Each is read through `read_bytes`: a FIFO, device or folder named as a
+    buffer is refused without blocking, and a side file over the byte cap is not read."""
 
     def __init__(self, source: str) -> None:
         super().__init__(source)
         self.missing: list[str] = []
 
     def get(self, name: str) -> bytes:
-        try:
-            return super().get(name)
-        except Exception:
-            self.missing.append(name)
-            raise
+        for candidate in (name.strip(), name.strip().lstrip("/"), os.path.split(name)[-1]):
+            try:
+                path = self.absolute(candidate)
+            except ValueError:  # leaves the folder
+                continue
+            if os.path.lexists(path):
+                try:
+                    return read_bytes(str(path))
+                except BadInput as err:
+                    self.missing.append(f"{name} ({err.kind})")
+                    raise FileNotFoundError(name) from None
+        self.missing.append(name)
+        raise FileNotFoundError(name)
+
+    def namespaced(self, namespace: str) -> "_RecordingResolver":
+        sub = _RecordingResolver(os.path.join(self.parent, namespace, "_"))
+        sub.missing = self.missing
+        return sub
 
 
 class _RemoteResolver(Resolver):
@@ -188,6 +204,9 @@ class ObjaverseSource(Source):
         entries = [[i, files.get(i), selection[i] or ""] for i in self._split(list(selection))]
         return [{"objects": part, "split": self.options.split} for part in chunk(entries, items_per_unit)]
 
+    def planned_items(self, payload: dict[str, Any]) -> int | None:
+        return len(payload["objects"])
+
     def read(self, payload: dict[str, Any]) -> Iterator[Item | Failed]:
         limit = int(self.options.max_file_mb * (1 << 20))
         for item_id, path, label in payload["objects"]:
@@ -195,6 +214,7 @@ class ObjaverseSource(Source):
                 yield Failed(item_id, f"missing: no mesh file for uid {item_id!r} under root")
                 continue
             try:
+                check_regular(path)  # a FIFO or device named like a mesh would block the loader
                 size = size_of(path)
             except BadInput as err:
                 yield Failed(item_id, str(err))
@@ -214,7 +234,11 @@ class ObjaverseSource(Source):
                 yield Failed(item_id, str(err))
                 continue
             except Exception as err:  # trimesh raises anything from IndexError to NotImplementedError on junk
-                yield Failed(item_id, f"decode: {type(err).__name__}: {err}"[:500])
+                if resolver.missing:  # a buffer it needs is absent, outside the folder or not a regular file
+                    yield Failed(item_id, "texture: referenced file(s) not found, outside the folder or not "
+                                          f"regular files: {', '.join(sorted(set(resolver.missing)))}"[:500])
+                else:
+                    yield Failed(item_id, f"decode: {type(err).__name__}: {err}"[:500])
                 continue
             if resolver.missing and self.options.missing_textures == "fail":
                 yield Failed(item_id, f"texture: referenced file(s) not found: {', '.join(sorted(set(resolver.missing)))}")

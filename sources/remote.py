@@ -113,6 +113,15 @@ def resolve_under(root: str, name: object) -> str:
     return url
 
 
+def list_entry(list_file: str | None, item_id: str, path: str) -> str:
+    """The URL to read for one line of a list file (`sources.listing.list_inputs`): an absolute
+    path or URL as written (the list's author names it), a relative one resolved under the list
+    file's folder, BadInput("bad_path") when it climbs out. Items listed from a folder: `path`."""
+    if not list_file or item_id.startswith("/") or "://" in item_id:
+        return path
+    return resolve_under(posixpath.dirname(list_file) or ".", item_id)
+
+
 def size_of(url: str) -> int:
     try:
         fs, path = fs_and_path(url)
@@ -121,10 +130,41 @@ def size_of(url: str) -> int:
         raise _io(url, err) from None
 
 
+STAGE_PREFIX = "uvd-stage-"  # staged copies: <tmp>/uvd-stage-<pid>-<random>/
+_STAGE_SWEPT: set[int] = set()  # pids (this process, after a fork) that swept the staging area already
+
+
+def sweep_stale_stages(tmp: str | None = None) -> int:
+    """Remove the staging folders of processes that are gone (a worker killed at unit timeout
+    never reaches its `finally`); returns how many. Folders of live processes are left alone."""
+    tmp = tmp or tempfile.gettempdir()
+    removed = 0
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return 0
+    for name in names:
+        pid = name[len(STAGE_PREFIX):].split("-", 1)[0] if name.startswith(STAGE_PREFIX) else ""
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # alive, another user's
+            continue
+        shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+        removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def local_copy(url: str, max_bytes: int) -> Iterator[str]:
     """A local path holding `url`: the path itself when local, else a temporary copy (removed
-    after). Zero-byte files are `empty`; remote files over `max_bytes` are `too_large`."""
+    after). Zero-byte files are `empty`; remote files over `max_bytes` are `too_large`.
+    The copy's folder carries this process's pid: the first staging in a process removes the
+    folders of dead processes."""
     size = size_of(url)
     if size == 0:
         raise BadInput("empty", "zero-byte file")
@@ -133,7 +173,10 @@ def local_copy(url: str, max_bytes: int) -> Iterator[str]:
         return
     if size > max_bytes:
         raise BadInput("too_large", f"{url}: {size} bytes > staging cap {max_bytes}")
-    tmpdir = tempfile.mkdtemp(prefix="uvd-stage-")
+    if os.getpid() not in _STAGE_SWEPT:
+        _STAGE_SWEPT.add(os.getpid())
+        sweep_stale_stages()
+    tmpdir = tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-")
     try:
         local = os.path.join(tmpdir, posixpath.basename(url.rstrip("/")) or "item")
         try:

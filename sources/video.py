@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from sources.video_decode import IsolatedDecoder, VideoInfo
 from sources.video_plan import ShortPolicy, clip_notes, frames_needed, plan_clips
 from sources.listing import list_inputs
-from sources.remote import local_copy
+from sources.remote import check_regular, list_entry, local_copy
 from uvd.api import BuildContext, Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput, ConfigError
@@ -24,6 +24,7 @@ VIDEO_SUFFIXES = [".avi", ".m4v", ".mkv", ".mov", ".mp4", ".webm"]
 
 
 class VideoOptions(Strict):
+    operational_keys = frozenset({"timeout_s", "recycle_every", "decoder_threads"})  # not in the unit recipe
     root: str | None = None  # folder; with labels, each immediate sub-folder is a class (Kinetics)
     list_file: str | None = None  # one path per line (relative to the list file), optionally "path<TAB>label"
     labels: bool = True
@@ -74,6 +75,9 @@ class VideoSource(Source):
     def plan(self, items_per_unit: int) -> list[dict[str, Any]]:
         return [{"videos": [list(e) for e in part]} for part in chunk(list_videos(self.options), items_per_unit)]
 
+    def planned_items(self, payload: dict[str, Any]) -> int | None:
+        return len(payload["videos"])
+
     def read(self, payload: dict[str, Any]) -> Iterator[Item | Failed]:
         for item_id, path, label in payload["videos"]:
             try:
@@ -91,6 +95,8 @@ class VideoSource(Source):
             plans["clips"] = clips
             return frames_needed(clips)
 
+        path = list_entry(o.list_file, item_id, path)
+        check_regular(path)  # the decoder opens it by path: a FIFO or device never reaches it
         with local_copy(path, int(o.max_stage_mb * (1 << 20))) as local:  # remote: a temporary copy
             info, frames = self.decoder.decode(local, planner)
         clips = plans["clips"]

@@ -17,6 +17,13 @@ from uvd.config import ImageSpec
 from uvd.errors import BadInput
 
 Image.MAX_IMAGE_PIXELS = None  # we apply our own limit from the header, before any decoding
+
+# Long side / short side beyond which an image is refused (`too_large`): a 65000×1 "photo" holds
+# nothing a 256×256 crop can show, and its header is the cheap way to ask for gigabytes.
+MAX_ASPECT = 50
+# Center-crop: when resizing the whole image would make more than this many times the output's
+# pixels (aspect ratio over 4:1), the source is cropped to the output's window first.
+CROP_FIRST_AREA = 4
 cv2.setNumThreads(1)  # one unit per core: OpenCV's own threads only fight Ray's workers
 
 _MAGIC = (
@@ -60,6 +67,8 @@ def _check(data: bytes, spec: ImageSpec) -> tuple[str, int, int]:
         raise BadInput("decode", f"bad dimensions {w}x{h}")
     if w * h > spec.max_pixels:
         raise BadInput("too_large", f"{w}x{h} exceeds max_pixels={spec.max_pixels}")
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise BadInput("too_large", f"{w}x{h}: aspect ratio beyond {MAX_ASPECT}:1")
     if fmt == "jpeg" and data.rfind(b"\xff\xd9") < len(data.rstrip(b"\x00")) - 2:
         # libjpeg pads a truncated file with grey and only warns; refuse it instead.
         raise BadInput("decode", "truncated JPEG (no end-of-image marker)")
@@ -178,6 +187,8 @@ def normalise(img: np.ndarray, spec: ImageSpec | None = None, interpolation: int
     h, w = img.shape[:2]
     t = fit_transform(w, h, size, spec.resize)
     nw, nh = t.resized
+    if spec.resize == "center_crop" and nw * nh > CROP_FIRST_AREA * size * size:
+        return _crop_then_resize(img, t, size, interpolation, dct_scaled)
     if (nw, nh) == (w, h):
         out = img
     elif interpolation is not None:
@@ -194,6 +205,39 @@ def normalise(img: np.ndarray, spec: ImageSpec | None = None, interpolation: int
     return canvas
 
 
+def _crop_then_resize(img: np.ndarray, t: Transform, size: int, interpolation: int | None,
+                      dct_scaled: bool) -> np.ndarray:
+    """Center crop of an elongated image without resizing all of it: only the source window the
+    output shows (plus 2 px for the filter's reach) is resized, at `t`'s exact scale, from a start
+    that lands (nearly) on a whole output pixel, so the crop matches the full resize's to a small
+    fraction of a pixel and memory stays near the output's size whatever the aspect ratio."""
+    h, w = img.shape[:2]
+    x0 = _aligned_start(math.floor(-t.tx / t.sx) - 2, t.sx)
+    y0 = _aligned_start(math.floor(-t.ty / t.sy) - 2, t.sy)
+    x1 = min(w, math.ceil((size - t.tx) / t.sx) + 2)
+    y1 = min(h, math.ceil((size - t.ty) / t.sy) + 2)
+    sub = img[y0:y1, x0:x1]
+    if interpolation is not None:
+        out = cv2.resize(sub, None, fx=t.sx, fy=t.sy, interpolation=interpolation)
+    else:
+        out = resample(sub, 0, 0, dct_scaled, scale=(t.sx, t.sy))
+    nh, nw = out.shape[:2]
+    if nw < size or nh < size:  # rounding at a clipped edge: fill the last row/column
+        out = cv2.copyMakeBorder(out, 0, max(0, size - nh), 0, max(0, size - nw), cv2.BORDER_REPLICATE)
+        nh, nw = out.shape[:2]
+    ox = min(max(0, round(-t.tx - x0 * t.sx)), nw - size)
+    oy = min(max(0, round(-t.ty - y0 * t.sy)), nh - size)
+    return np.ascontiguousarray(out[oy:oy + size, ox:ox + size])
+
+
+def _aligned_start(start: int, scale: float) -> int:
+    """The source index at or before `start` (≥ 0) whose scaled position is closest to a whole pixel."""
+    if start <= 0:
+        return 0
+    lo = max(0, start - math.ceil(1 / scale) - 1)
+    return min(range(lo, start + 1), key=lambda x: (abs(x * scale - round(x * scale)), -x))
+
+
 # Gaussian prefilter before a shrink by r < 2: sigma = PREFILTER_BLUR * sqrt(r² - 1), the blur
 # that takes an image with PREFILTER_BLUR px of its own blur to the same blur at the new scale
 # (scale-space). 0.4 is where the cubic result is closest to a full-resolution Lanczos on both
@@ -202,7 +246,7 @@ PREFILTER_BLUR = 0.4
 
 
 def resample(img: np.ndarray, nw: int, nh: int, dct_scaled: bool = False,
-             blur: float = PREFILTER_BLUR) -> np.ndarray:
+             blur: float = PREFILTER_BLUR, scale: tuple[float, float] | None = None) -> np.ndarray:
     """Resize a photo to nw×nh with the filter that follows an antialiased full-resolution
     resample (PIL's Lanczos) best at the cost we can pay (BENCHMARKS.md, laion profile):
 
@@ -212,17 +256,23 @@ def resample(img: np.ndarray, nw: int, nh: int, dct_scaled: bool = False,
       decode is already low-passed by libjpeg's scaled IDCT, so it gets no Gaussian;
     - enlarging: INTER_CUBIC.
 
-    `blur` is there for benchmarks/resize_quality.py, which sweeps it.
+    `blur` is there for benchmarks/resize_quality.py, which sweeps it. `scale`: (fx, fy) used
+    as is instead of nw/w and nh/h (a window of a larger image resized at that image's scale).
     """
     h, w = img.shape[:2]
-    rx, ry = w / nw, h / nh
+    if scale is not None:
+        rx, ry = 1 / scale[0], 1 / scale[1]
+        dsize, fx, fy = None, scale[0], scale[1]
+    else:
+        rx, ry = w / nw, h / nh
+        dsize, fx, fy = (nw, nh), 0, 0
     if rx >= 2 or ry >= 2:
-        return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+        return cv2.resize(img, dsize, fx=fx, fy=fy, interpolation=cv2.INTER_AREA)
     if not dct_scaled and (rx > 1 or ry > 1):
         sx, sy = (blur * math.sqrt(max(r * r - 1.0, 0.0)) for r in (rx, ry))
         # A kernel of 1 on an axis that is not shrunk: sigma 0 would mean "from the kernel size".
         img = cv2.GaussianBlur(img, (5 if sx else 1, 5 if sy else 1), sigmaX=sx or 1.0, sigmaY=sy or 1.0)
-    return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(img, dsize, fx=fx, fy=fy, interpolation=cv2.INTER_CUBIC)
 
 
 def to_sentence_image(image: bytes | np.ndarray, spec: ImageSpec | None = None) -> np.ndarray:
