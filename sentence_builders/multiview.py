@@ -26,6 +26,7 @@ LIGHTING = "camera_rig_v1"  # see renderers/mesh_render.py; bump when the set-up
 
 
 class MultiviewOptions(Strict):
+    operational_keys = frozenset({"max_render_seconds"})  # not in the unit recipe
     views: int = Field(24, ge=1)
     azimuth_step_deg: float = 15.0
     radius: tuple[float, float] = (1.5, 2.2)

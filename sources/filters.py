@@ -1,8 +1,8 @@
 """Filters for web images: metadata thresholds, size and shape, exact and near duplicates.
 
 Each refusal names its filter: `filtered: <filter> (<why>)`, or `duplicate: of <item id>
-(<how>)`. These filters see one work unit; repeats across units are found while planning
-(sources/laion_dedup.py) and after the build (uvd/dedup.py).
+(<how>)`. These filters see one work unit; repeats across units are found before the units
+run (sources/laion_dedup.py, against an index kept in the output) and after the build (uvd/dedup.py).
 """
 from __future__ import annotations
 

@@ -15,18 +15,25 @@ from typing import Any, Iterator, Literal, Union
 import numpy as np
 from pydantic import Field, field_validator
 
+from sources.bad_file import bad_file_rows, is_bad_file, plan_files
 from sources.download import Downloader, DownloadOptions, Fetched
+from uvd.url_redact import redact_url
 from sources.filters import FilterOptions, UnitFilters
-from sources.laion_dedup import mark_duplicates
+from sources.laion_dedup import prepare_duplicates
 from sources.laion_metadata import MetadataFile, derive_id, metadata_file
 from uvd.api import Source
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput, ConfigError, reason_of
 from uvd.records import Failed, Item
 from uvd.storage import fs_and_path
+from uvd.unit import DERIVED
 
 
 class LaionOptions(Strict):
+    # Not in the recipe: each unit's payload names its own file, so appending files builds only
+    # their units; decoding in threads gives the same pixels.
+    payload_keys = frozenset({"metadata"})
+    operational_keys = frozenset({"decode_in_threads"})
     metadata: Union[str, list[str]]  # files, globs or fsspec URLs (Parquet, CSV, TSV, JSONL; .gz etc. for text)
     format: Literal["auto", "parquet", "csv", "tsv", "jsonl"] = "auto"
     columns: dict[str, str] = Field(default_factory=dict)  # canonical → file column, e.g. {url: image_link, hash: key}
@@ -37,8 +44,9 @@ class LaionOptions(Strict):
     # OpenCV runs without the GIL, instead of one image at a time in the builder. Same pixels.
     decode_in_threads: bool = True
     filters: FilterOptions = Field(default_factory=FilterOptions)
-    # With filters.dedup_url: URL and hash repeats across units and files are found while
-    # planning (sources/laion_dedup.py), the first by (file, row) kept; off: within a unit only.
+    # With filters.dedup_url: URL and hash repeats across units and files are found before the
+    # units run, against an index kept in the output (sources/laion_dedup.py), the first in plan
+    # order kept; off: within a unit only.
     build_dedup: bool = True
 
     @field_validator("metadata")
@@ -98,11 +106,15 @@ def expand(paths: Union[str, list[str]]) -> list[str]:
             out += hits if "://" not in p else [fs.unstrip_protocol(h) for h in hits]
         else:
             out.append(p)
-    return sorted(dict.fromkeys(out))
+    # In the order given (a glob's matches sorted): a file appended to the list plans after the
+    # others, so the units before it keep their names and recipes.
+    return list(dict.fromkeys(out))
 
 
 def _refusal(row: dict[str, Any], base: str | None, url: str, item_id: str, filters: UnitFilters) -> str | None:
     """Why a row fails before any download, or None."""
+    if row.get("problem"):  # a record that could not be read as a row (sources/laion_metadata.py)
+        return str(row["problem"])
     if not url:
         return "metadata: row has no URL"
     if base is None:
@@ -119,25 +131,37 @@ class LaionSource(Source):
         return metadata_file(self.options, path, fmt)
 
     def plan(self, items_per_unit: int) -> list[dict[str, Any]]:
-        units = []
-        files = expand(self.options.metadata)
-        for path in files:
+        """Row ranges, never spanning files. Build-wide duplicates are not looked for here: that
+        is `prepare`, for the units that are to be built."""
+        def plan_one(path: str) -> list[dict[str, Any]]:
             mf = self._file(path)
-            mf.columns()  # a file without a URL column fails the plan, not every unit
-            for rng in mf.plan(items_per_unit):
-                units.append({"file": path, "format": mf.format, **rng})
+            mf.columns()  # a file without a URL column is a bad file, not a failure of every unit
+            return [{"file": path, "format": mf.format, **rng} for rng in mf.plan(items_per_unit)]
+
+        # A file that cannot be read is reported and audited as `bad_file`; none readable: exit 2.
+        return plan_files("laion", expand(self.options.metadata), plan_one)
+
+    def prepare(self, index: str, planned: list[Any], pending: list[Any]) -> None:
+        """Build-wide URL/hash repeats for the pending units (uvd.unit.prepare_units)."""
         if self.options.build_dedup and self.options.filters.dedup_url:
-            mark_duplicates(self.options, files, units)
-        return units
+            prepare_duplicates(self.options, index, [u for u in planned if not is_bad_file(u.payload)],
+                               [u for u in pending if not is_bad_file(u.payload)])
+
+    def planned_items(self, payload: dict[str, Any]) -> int | None:
+        """One audit row per metadata row of the range (repeats and refusals included)."""
+        return 1 if is_bad_file(payload) else payload["stop"] - payload["start"]
 
     def read(self, payload: dict[str, Any]) -> Iterator[Item | Failed]:
+        if is_bad_file(payload):
+            yield from bad_file_rows(payload)
+            return
         mf = self._file(payload["file"], payload["format"])
         ids = UnitIds(posixpath.basename(payload["file"]))
         filters = UnitFilters(self.options.filters)
         window: deque[tuple[str, str, Union[str, Future]]] = deque()
         limit = 2 * self.options.download.concurrency  # bounds memory: at most this many bodies held
         then = self._decode if self.options.decode_in_threads else None
-        repeats = payload.get("duplicates", {})
+        repeats = payload.get(DERIVED, {}).get("duplicates", {})
         with Downloader(self.options.download) as dl:
             for index, row in mf.rows(payload["start"], payload["stop"], payload.get("offset", 0)):
                 base = derive_id(row, self.options.id_from)
@@ -160,7 +184,8 @@ class LaionSource(Source):
         except Exception as err:  # a bug or an unexpected library error too: audited, the unit goes on
             return Failed(item_id, reason_of(err))
         fetched, image = result if isinstance(result, tuple) else (result, None)
-        return settle(filters, item_id, url, fetched.data, self.ctx.dataset, image)
+        return settle(filters, item_id, redact_url(url, self.options.download.redact_params), fetched.data,
+                      self.ctx.dataset, image)  # the URL as written: no credentials, no signatures
 
     def _decode(self, fetched: Fetched) -> tuple[Fetched, np.ndarray | BadInput]:
         try:

@@ -6,7 +6,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -17,6 +17,37 @@ from uvd.errors import ConfigError
 class Strict(BaseModel):
     # Unknown keys are an error: a typo in a config must not silently fall back to a default.
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Fields that change how a build runs, never the bytes it writes (concurrency, timeouts,
+    # retries, user agent): left out of the unit recipe, so changing them rebuilds nothing.
+    operational_keys: ClassVar[frozenset[str]] = frozenset()
+    # Fields each unit's payload already names (e.g. LAION's metadata file list: a unit carries
+    # its own file): left out of the dataset's recipe, so appending inputs builds only new units.
+    payload_keys: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        unknown = (cls.operational_keys | cls.payload_keys) - set(cls.model_fields)
+        if unknown:  # a renamed field must not silently become part of the recipe again
+            raise TypeError(f"{cls.__name__}: operational/payload keys {sorted(unknown)} are no fields")
+
+
+def recipe_dump(model: BaseModel) -> Any:
+    """`model` as JSON data without its operational and payload keys, nested models included:
+    what the unit recipe hashes."""
+    skip = getattr(model, "operational_keys", frozenset()) | getattr(model, "payload_keys", frozenset())
+    return {name: _recipe_value(getattr(model, name), model.model_dump(mode="json", include={name})[name])
+            for name in type(model).model_fields if name not in skip}
+
+
+def _recipe_value(value: Any, dumped: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return recipe_dump(value)
+    if isinstance(value, (list, tuple)) and any(isinstance(v, BaseModel) for v in value):
+        return [_recipe_value(v, d) for v, d in zip(value, dumped)]
+    if isinstance(value, dict) and any(isinstance(v, BaseModel) for v in value.values()):
+        return {k: _recipe_value(v, dumped[k]) for k, v in value.items()}
+    return dumped
 
 
 class ImageSpec(Strict):
@@ -41,6 +72,7 @@ class DatasetConfig(Strict):
 
 
 class RunConfig(Strict):
+    operational_keys = frozenset({"workers", "max_in_flight", "max_retries", "unit_timeout_s"})
     workers: int = Field(0, ge=0)  # CPUs for a local Ray; 0 = all. Ignored when joining RAY_ADDRESS
     max_in_flight: int = Field(0, ge=0)  # units submitted at once; 0 = 2 × workers
     max_retries: int = Field(2, ge=0)  # Ray retries of a unit whose task failed (crash, lost node)
@@ -48,6 +80,8 @@ class RunConfig(Strict):
 
 
 class BuildConfig(Strict):
+    # `row_group_bytes` sizes the Parquet row groups: same rows, same sentences, other framing.
+    operational_keys = frozenset({"out", "run", "row_group_bytes"})
     out: str = "out"
     seed: int = 0
     image: ImageSpec = Field(default_factory=ImageSpec)
@@ -72,7 +106,7 @@ class BuildConfig(Strict):
         raise KeyError(key)
 
     def hash(self) -> str:
-        """Hash of everything that shapes the shards (not `out` nor how many workers run)."""
+        """Hash of the whole config but `out` and `run`: names one config (a worker's cache key)."""
         body = self.model_dump(mode="json", exclude={"out", "run"})
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -8,14 +8,15 @@ import time
 from collections import Counter
 from typing import Any
 
-from uvd import registry
+from uvd import regroup, registry
 from uvd.api import Builder, BuildContext, Source
 from uvd.audit import AuditLog
-from uvd.config import BuildConfig, DatasetConfig, parse_model
+from uvd.config import BuildConfig, DatasetConfig, parse_model, recipe_dump
 from uvd.engine import commit_unit
-from uvd.errors import reason_of
+from uvd.errors import ConfigError, reason_of
 from uvd.layout import UnitLayout
 from uvd.records import Failed, VisualSentence
+from uvd.schema import SCHEMA_VERSION
 from uvd.seeding import stable_hash
 from uvd.shards import ShardWriter, sentence_row, sentence_writer
 
@@ -34,13 +35,45 @@ def make_builder(cfg: BuildConfig, ds: DatasetConfig) -> Builder:
     return cls(parse_model(cls.Options, ds.builder_args, f"datasets[{ds.key}].builder_args"), context(cfg, ds))
 
 
+# A payload key a source fills in after planning, for the units about to be built only (LAION's
+# build-wide duplicates, `prepare_units`): derived from the inputs the payload already names, so
+# not part of the recipe (a committed unit is not rebuilt because it was planned without it).
+DERIVED = "derived"
+
+
+def dataset_recipe(cfg: BuildConfig, ds: DatasetConfig) -> dict[str, Any]:
+    """What shapes one dataset's shards: the config without its operational keys (uvd.config.Strict)
+    and without what each unit's payload names itself; the source's and builder's options parsed,
+    so their own operational keys and defaults are seen."""
+    build = recipe_dump(cfg)
+    build.pop("datasets")
+    dataset = recipe_dump(ds)
+    dataset["source_args"] = recipe_dump(parse_model(registry.lookup("source", ds.source).Options, ds.source_args,
+                                                     f"datasets[{ds.key}].source_args"))
+    dataset["builder_args"] = recipe_dump(parse_model(registry.lookup("builder", ds.builder).Options,
+                                                      ds.builder_args, f"datasets[{ds.key}].builder_args"))
+    return {"schema": SCHEMA_VERSION, "build": build, "dataset": dataset}
+
+
 def dataset_hash(cfg: BuildConfig, ds: DatasetConfig) -> str:
-    """What shapes one dataset's shards: a unit is done only if it was built with this hash."""
-    return stable_hash(cfg.seed, cfg.image.model_dump(), cfg.max_images_per_sentence, ds.model_dump(mode="json"))
+    """A unit is done only if it was built with this hash (and its payload's, `recipe`)."""
+    return stable_hash(dataset_recipe(cfg, ds))
+
+
+def recipe_hash(cfg: BuildConfig) -> str:
+    """The recipe of the whole config (the shards' `config_hash`): operational keys change nothing.
+    A dataset whose options do not parse (its data missing) enters as written: it has no shards."""
+    parts = []
+    for ds in cfg.datasets:
+        try:
+            parts.append(dataset_recipe(cfg, ds))
+        except ConfigError:
+            parts.append(ds.model_dump(mode="json"))
+    return stable_hash(parts)
 
 
 def payload_hash(payload: dict[str, Any]) -> str:
-    return stable_hash(payload)
+    return stable_hash({k: v for k, v in payload.items() if k != DERIVED})
 
 
 def recipe(dhash: str, payload: dict[str, Any]) -> dict[str, str]:
@@ -48,15 +81,34 @@ def recipe(dhash: str, payload: dict[str, Any]) -> dict[str, str]:
     return {"dataset_hash": dhash, "payload_hash": payload_hash(payload)}
 
 
+def prepare_units(cfg: BuildConfig, out: str, planned: list[Any], pending: list[Any]) -> None:
+    """Let each source that has a `prepare(index_url, planned, pending)` add build-wide facts to the
+    payloads of its pending units (under DERIVED), e.g. LAION's URL dedup against the index kept in
+    `<out>/dedup/sources/<dataset>/`. Nothing pending, nothing read: a finished build's rerun skips it."""
+    for ds in cfg.datasets:
+        todo = [u for u in pending if u.dataset == ds.key]
+        if not todo or not hasattr(registry.lookup("source", ds.source), "prepare"):
+            continue
+        source = make_source(cfg, ds)
+        try:
+            source.prepare(f"{out.rstrip('/')}/dedup/sources/{ds.key}",  # type: ignore[attr-defined]
+                           [u for u in planned if u.dataset == ds.key], todo)
+        finally:
+            source.close()
+
+
 def run_unit(cfg: BuildConfig, dataset: str, unit: str, payload: dict[str, Any], out: str) -> dict[str, Any]:
     """Build one unit and commit it; returns its stats (also written as the commit marker)."""
     ds = cfg.dataset(dataset)
     dhash = dataset_hash(cfg, ds)
-    file_meta = {"config_hash": cfg.hash(), "dataset_hash": dhash, "dataset": ds.key, "unit": unit}
+    file_meta = {"config_hash": recipe_hash(cfg), "dataset_hash": dhash, "dataset": ds.key, "unit": unit}
     head = {"dataset": ds.key, "unit": unit, "source": ds.source, "builder": ds.builder, **recipe(dhash, payload)}
 
     def fill(writer: ShardWriter, audit: AuditLog, seconds: Counter[str]) -> dict[str, Any]:
         source, builder = make_source(cfg, ds), make_builder(cfg, ds)
+        # the source's own count of this unit's inputs, from the plan's payload: `uvd validate`
+        # holds the audit to it (an item that never got a row is not seen by inputs = ok + failed)
+        head["planned_inputs"] = regroup.planned_items(source, payload)
         try:
             return _build(cfg, ds, unit, payload, source, builder, writer, audit, seconds)
         finally:
@@ -93,8 +145,9 @@ def _build(cfg: BuildConfig, ds: DatasetConfig, unit: str, payload: dict[str, An
             images += len(r.images)
             by_task[r.task] += 1
 
+    builder.start_unit(payload)
     t = time.perf_counter()
-    for item in source.read(payload):
+    for item in regroup.read(source, payload):
         seconds["read"] += time.perf_counter() - t
         if isinstance(item, Failed):
             audit.fail(item)
