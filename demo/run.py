@@ -72,6 +72,14 @@ def _shapes(rng: np.random.Generator, rgb: tuple[int, int, int]) -> np.ndarray:
     return img
 
 
+def _shown(path: str) -> str:
+    """The build path as the user can type it: relative to the working directory when below it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="uvd demo", description=__doc__)
     p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
@@ -112,4 +120,5 @@ def main(argv: list[str] | None = None) -> int:
         _load(spec)(cfg.out, workdir)
     print(f"\ninputs:        {workdir}\nsentences:     {cfg.out}/sentences\naudit:         {cfg.out}/audit"
           f"\nmanifest:      {cfg.out}/manifest.json\ncontact sheet: {sheet}")
+    print(f"\nlook at it in the browser:\n  uvd view {_shown(cfg.out)}")
     return 0 if not problems and summary.succeeded else 1

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES="libosmesa6 libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libgl1 libglib2.0-0"
+# chromium + chromium-driver: the headless browser of the `uvd view` tests (tests/test_view_browser.py).
+DEB_PACKAGES="libosmesa6 libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libgl1 libglib2.0-0 chromium chromium-driver"
 missing=""
 for p in $DEB_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

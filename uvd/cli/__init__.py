@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("uvd.cli.generate_cmd", "visual prompting: continue a sentence of images with a trained model"),
     "export-hf": ("uvd.cli.export_hf_cmd", "a training run's checkpoint as a Hugging Face LlamaForCausalLM folder"),
     "checkpoint-to-file": ("uvd.cli.checkpoint_to_file_cmd", "a sharded (DCP) checkpoint as one torch.save file"),
+    "view": ("uvd.cli.view_cmd", "look at a build in the browser: sentences, failures, mixture, tokens"),
     "pseudo-label": ("uvd.cli.pseudo_label_cmd", "label a folder of photos with a local expert model (depth, normals, segmentation files)"),
 }
 VERBOSE, QUIET = ("-v", "--verbose"), ("-q", "--quiet")
