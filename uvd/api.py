@@ -68,8 +68,33 @@ class Source:
         item that never got a row (or a row that is no item) is found."""
         return None
 
+    def prepare(self, index: str, planned: list[Any], pending: list[Any]) -> None:
+        """Optional: before pending units run, add build-wide facts to their payloads (under
+        `uvd.unit.DERIVED`, outside the recipe), keeping what it needs in the folder `index`
+        (LAION's URL dedup). Called by the driver only when some unit of the dataset is pending."""
+
     def close(self) -> None:
         """Release per-worker resources (renderers, decoder processes)."""
+
+    # Dataset-wide grouping (uvd/regroup.py): the payload key holding one entry per item, an entry's
+    # first field being its item id, the payload's other keys applying to all its items; None: this
+    # source's units cannot be regrouped. `row_keys` name payload keys that are audit rows of their own
+    # (entries failed at plan time): they stay in one unit, never copied next to regrouped items.
+    item_key: ClassVar[str | None] = None
+    row_keys: ClassVar[tuple[str, ...]] = ("bad_entries",)
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """A builder's request to group items across the whole dataset (uvd/regroup.py): every epoch a
+    fresh seeded permutation of all items, cut into groups of `size`, the remainder left out."""
+
+    size: int
+    epochs: int = 1
+    key: str = ""  # part of the permutation's seed (e.g. the task), so two datasets' shuffles differ
+    # "tail": the last total % size items (plan order) are left out of every epoch, as LVM's scripts do;
+    # "fresh": each epoch leaves out its own random remainder, so every item is used in most epochs
+    remainder: str = "tail"
 
 
 class Builder:
@@ -79,6 +104,14 @@ class Builder:
     def __init__(self, options: Any, ctx: BuildContext) -> None:
         self.options = options
         self.ctx = ctx
+
+    @classmethod
+    def grouping(cls, options: Any, ctx: BuildContext) -> Grouping | None:
+        """Dataset-wide groups wanted (decided from the options alone: no model is loaded at plan time)."""
+        return None
+
+    def start_unit(self, payload: dict[str, Any]) -> None:
+        """Called with the unit's payload before its first item (regrouped units carry their groups)."""
 
     def process(self, item: Item) -> Iterable[Union[VisualSentence, Failed]]:
         raise NotImplementedError

@@ -78,9 +78,22 @@ def _stats_name(unit: str) -> str:
     return f"part-{unit}.stats.json"
 
 
+def _shard_name(unit: str) -> str:
+    return f"part-{unit}.parquet"
+
+
+def _unit_of(name: str) -> str | None:
+    """The unit a file name in a dataset folder belongs to (its shard or its stats file)."""
+    for suffix in (".stats.json", ".parquet"):
+        if name.startswith("part-") and name.endswith(suffix):
+            return name[len("part-"):-len(suffix)]
+    return None
+
+
 class StatsListing(Mapping):
     """(dataset, unit) → Listed of its stats file, held as the per-dataset listings themselves
-    (file name → Listed): a listing of 10^5 units is not copied under new keys."""
+    (file name → Listed, stats files and shards from the same listing): a listing of 10^5 units is
+    not copied under new keys. `shard(key)` is the unit's data shard as listed."""
 
     def __init__(self, by_dataset: dict[str, dict[str, Listed]]) -> None:
         self._by = by_dataset
@@ -92,18 +105,40 @@ class StatsListing(Mapping):
     def __iter__(self) -> Iterator[tuple[str, str]]:
         for ds, listing in self._by.items():
             for name in listing:
-                yield ds, name[len("part-"):-len(".stats.json")]
+                if name.endswith(".stats.json"):
+                    yield ds, name[len("part-"):-len(".stats.json")]
 
     def __len__(self) -> int:
-        return sum(map(len, self._by.values()))
+        return sum(1 for _ in self)
+
+    def shard(self, key: tuple[str, str]) -> Listed | None:
+        listing = self._by.get(key[0])
+        return None if listing is None else listing.get(_shard_name(key[1]))
 
     def pop(self, key: tuple[str, str], default: Any = None) -> Any:
+        """The stats file's Listed (or `default`); the unit's shard entry is dropped as well."""
         listing = self._by.get(key[0])
-        return default if listing is None else listing.pop(_stats_name(key[1]), default)
+        if listing is None:
+            return default
+        listing.pop(_shard_name(key[1]), None)
+        return listing.pop(_stats_name(key[1]), default)
+
+    def pop_unit(self, key: tuple[str, str]) -> tuple[Listed | None, Listed | None]:
+        """(stats file, shard) of a unit as listed, both removed from the listing."""
+        listing = self._by.get(key[0])
+        if listing is None:
+            return None, None
+        return listing.pop(_stats_name(key[1]), None), listing.pop(_shard_name(key[1]), None)
+
+    def units_left(self) -> list[tuple[str, str]]:
+        """(dataset, unit) of every unit with a shard or a stats file still in the listing, sorted:
+        after the plan's units were popped, the units on disk outside the plan."""
+        return sorted({(ds, u) for ds, listing in self._by.items() for u in map(_unit_of, listing) if u is not None})
 
 
 def list_stats(layout: UnitLayout, units: Iterable[Any]) -> StatsListing:
-    """(dataset, unit) → size and version of its stats file: one listing per dataset folder.
+    """(dataset, unit) → size and version of its stats file, and of its shard (`.shard(key)`): one
+    listing per dataset folder, both kinds of file in the same pass.
 
     `units` have `.dataset` and `.unit` (a unit "" lists a dataset whose units are unknown). A big
     folder on an object store is listed in parallel slices by unit-name prefix.
@@ -113,8 +148,8 @@ def list_stats(layout: UnitLayout, units: Iterable[Any]) -> StatsListing:
         by_dataset.setdefault(u.dataset, []).append(u.unit)
     found = {}
     for ds in sorted(by_dataset):
-        listing = list_files(f"{layout.data}/{ds}", _prefixes(by_dataset[ds]), suffix=".stats.json")
-        for name in [n for n in listing if "/" in n or not n.startswith("part-")]:
+        listing = list_files(f"{layout.data}/{ds}", _prefixes(by_dataset[ds]), suffix=(".stats.json", ".parquet"))
+        for name in [n for n in listing if "/" in n or _unit_of(n) is None]:
             del listing[name]
         found[ds] = listing
     return StatsListing(found)

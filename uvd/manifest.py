@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from uvd import faults
 from uvd.layout import UnitLayout, list_stats, relative
 from uvd.layout import manifest as manifest_url
 from uvd.layout import units_table
@@ -29,14 +30,15 @@ UNITS_SCHEMA = pa.schema([
     ("stats_size", pa.int64()), ("stats_version", pa.string()),  # the stats file as last listed
     ("shard_path", pa.string()), ("shard_rows", pa.int64()), ("shard_bytes", pa.int64()), ("shard_sha256", pa.string()),
     ("audit_path", pa.string()), ("audit_rows", pa.int64()), ("audit_bytes", pa.int64()), ("audit_sha256", pa.string()),
+    ("shard_version", pa.string()),  # the data shard as last listed (None where the store did not say)
 ])
 _COUNTS = ("inputs", "ok", "failed", "sentences", "images")
 _GROUP = 8192  # rows per row group of the units table
 
 
 def unit_row(dataset: str, unit: str, stats: dict[str, Any], recipe: dict[str, Any],
-             listed: Listed | None = None) -> dict[str, Any]:
-    """A done unit's table row from its stats (and its stats file's listing, when known)."""
+             listed: Listed | None = None, shard: Listed | None = None) -> dict[str, Any]:
+    """A done unit's table row from its stats (and its stats file's and shard's listings, when known)."""
     row = {"dataset": dataset, "unit": unit, "status": "done", "error": None,
            **{k: int(stats.get(k, 0)) for k in _COUNTS}, "tokens": stats.get("tokens"),
            "failures": json.dumps(stats.get("failures", {}), sort_keys=True),
@@ -46,6 +48,7 @@ def unit_row(dataset: str, unit: str, stats: dict[str, Any], recipe: dict[str, A
     for kind in ("shard", "audit"):
         for k in ("path", "rows", "bytes", "sha256"):
             row[f"{kind}_{k}"] = stats.get(kind, {}).get(k)
+    row["shard_version"] = shard.version if shard and shard.version else None
     return row
 
 
@@ -56,15 +59,18 @@ def failed_row(dataset: str, unit: str, error: str) -> dict[str, Any]:
 @contextlib.contextmanager
 def _open_table(base: str) -> Iterator[pq.ParquetFile | None]:
     """The units table under `base` opened for reading; None when there is none or it has another schema."""
+    url = units_table(base)
     try:
-        fs, path = fs_and_path(units_table(base))
-        f = fs.open(path, "rb")
+        fs, path = fs_and_path(url)
+        # Local: by path, pyarrow's own file (a Python file object under Arrow's threads can abort
+        # the process at exit: `uvd validate` exited 134 after printing OK).
+        f = None if "://" not in url or url.startswith("file://") else fs.open(path, "rb")
     except (FileNotFoundError, OSError):
         yield None
         return
-    with f:
+    with f if f is not None else contextlib.nullcontext():
         try:
-            pf = pq.ParquetFile(f, pre_buffer=False)
+            pf = pq.ParquetFile(path) if f is None else pq.ParquetFile(f, pre_buffer=False)
         except (OSError, pa.ArrowInvalid):
             pf = None
         yield pf if pf is not None and pf.schema_arrow.remove_metadata().equals(UNITS_SCHEMA) else None
@@ -85,11 +91,12 @@ def read_units_table(base: str, columns: list[str] | None = None) -> pa.Table | 
         return None
 
 
-def iter_units_index(base: str) -> Iterator[tuple[int, str, str, str, int, str, str]]:
-    """(row, dataset, unit, status, stats_size, stats_version, recipe) of each row of the units table
-    under `base`, read a batch at a time. Nothing when there is no readable table of this schema; a
-    table unreadable halfway ends early (the units after it are then checked by their stats files)."""
-    columns = ["dataset", "unit", "status", "stats_size", "stats_version", "recipe"]
+def iter_units_index(base: str) -> Iterator[tuple[int, str, str, str, int, str, str, int, str]]:
+    """(row, dataset, unit, status, stats_size, stats_version, recipe, shard_bytes, shard_version) of
+    each row of the units table under `base`, read a batch at a time. Nothing when there is no
+    readable table of this schema; a table unreadable halfway ends early (the units after it are
+    then checked by their stats files)."""
+    columns = ["dataset", "unit", "status", "stats_size", "stats_version", "recipe", "shard_bytes", "shard_version"]
     row = 0
     try:
         with _open_table(base) as pf:
@@ -107,6 +114,17 @@ def read_units(base: str) -> list[dict[str, Any]]:
     """The units table under `base` as rows; [] when there is none."""
     table = read_units_table(base)
     return table.to_pylist() if table is not None else []
+
+
+def done_units(base: str, columns: list[str] | None = None) -> pa.Table | None:
+    """The committed units of the current plan at `base`: the units table's rows with status done
+    (None when there is no table). The table holds the plan's units only, so this never names a
+    leftover of an earlier plan; readers of a build (tokenizing, training) go through it."""
+    table = read_units_table(base, None if columns is None else sorted({*columns, "status"}))
+    if table is None:
+        return None
+    done = table.filter(pc.equal(table.column("status"), "done"))
+    return done if columns is None else done.select(columns)
 
 
 def read_manifest(base: str) -> dict[str, Any] | None:
@@ -154,6 +172,7 @@ def write_manifest(layout: UnitLayout, header: dict[str, Any], units: list[Any],
     del kept
     manifest = {**header, "schema_version": SCHEMA_VERSION, "totals": summed,
                 "units_table": relative(layout.base, table_url)}
+    faults.maybe_die("during_manifest")
     write_json(manifest_url(layout.base), manifest)
     return manifest
 
@@ -186,7 +205,9 @@ def _write_table(layout: UnitLayout, units: list[Any], kept: list[Any], base: st
                     if info is None:  # its stats file is gone: not committed after all
                         row = failed_row(u.dataset, u.unit, errors.get(u.name, "not built"))
                     else:
-                        row = {**row, "stats_size": info.size, "stats_version": info.version}
+                        shard = listed.shard((u.dataset, u.unit))
+                        row = {**row, "stats_size": info.size, "stats_version": info.version,
+                               "shard_version": row.get("shard_version") or (shard.version if shard else None)}
                 order.append(-1 - len(new_rows))
                 new_rows.append(row)
             chunk = pa.concat_tables(([old.take(old_rows)] if old_rows else [])

@@ -1,6 +1,7 @@
 """Run a build on Ray: one task per pending unit, a bounded number in flight, retries, a summary."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -10,14 +11,18 @@ from typing import Any
 
 import uvd
 from uvd import registry
+from uvd.cluster_checks import alive_nodes, check_paths_for_cluster
 from uvd.config import BuildConfig
 from uvd.dedup import CONTENT_TABLE, write_content_table
-from uvd.engine import Summary, find_committed, short_error, write_run_manifest
+from uvd.engine import Summary, find_committed, prune_outside, short_error, sweep_temps, write_run_manifest
 from uvd.layout import UnitLayout
+from uvd.lease import acquire, new_run_id
 from uvd.plan import PlannedUnit, plan_units
 from uvd.procs import child_pids
 from uvd.progress import progress as progress_bar
-from uvd.unit import dataset_hash, recipe, run_unit
+from uvd.storage import set_run_id
+from uvd.unit import dataset_hash, prepare_units, recipe, run_unit
+from uvd.url_redact import redact_strings
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +34,9 @@ _WORKER_CFG: dict[str, BuildConfig] = {}
 
 
 def _run_unit_task(cfg_box: list[Any], cfg_hash: str, dataset: str, unit: str, payload: dict[str, Any],
-                   out: str, plugin_tables: dict[str, list[str]]) -> dict[str, Any]:
+                   out: str, plugin_tables: dict[str, list[str]], run_id: str = "") -> dict[str, Any]:
     registry.use_tables(plugin_tables)  # a fresh worker knows the driver's plug-ins by name only
+    set_run_id(run_id)  # its temporaries carry the build's run id (uvd.engine.sweep_temps)
     cfg = _WORKER_CFG.get(cfg_hash)
     if cfg is None:
         import ray
@@ -73,6 +79,14 @@ def stop_ray() -> None:
     ray.shutdown()
 
 
+def unit_resources(cfg: BuildConfig) -> dict[str, Any]:
+    """What each unit task asks Ray for (`run.cpus_per_unit`, `run.memory_per_unit_mb`)."""
+    res: dict[str, Any] = {"num_cpus": cfg.run.cpus_per_unit}
+    if cfg.run.memory_per_unit_mb:
+        res["memory"] = cfg.run.memory_per_unit_mb << 20
+    return res
+
+
 def _log_unit(done: int, total: int, summary: Summary, t0: float, name: str) -> None:
     rate = summary.images / max(time.perf_counter() - t0, 1e-9)
     logger.debug("[%*d/%d] %s  sentences %d  failed items %d  %.1f img/s", len(str(total)), done, total, name,
@@ -80,13 +94,14 @@ def _log_unit(done: int, total: int, summary: Summary, t0: float, name: str) -> 
 
 
 def _run_on_ray(cfg: BuildConfig, out: str, pending: list[PlannedUnit], summary: Summary, workers: int,
-                t0: float, progress: Any) -> None:
+                t0: float, progress: Any, run_id: str) -> None:
     import ray
 
     init_ray(workers)
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    limit = cfg.run.max_in_flight or 2 * max(cpus, 1)
-    task = ray.remote(num_cpus=1, max_retries=cfg.run.max_retries, retry_exceptions=True)(_run_unit_task)
+    limit = cfg.run.max_in_flight or 2 * max(int(cpus / cfg.run.cpus_per_unit), 1)
+    task = ray.remote(max_retries=cfg.run.max_retries, retry_exceptions=True,
+                      **unit_resources(cfg))(_run_unit_task)
     cfg_box, cfg_hash, tables = [ray.put(cfg)], cfg.hash(), registry.tables()  # in a list: the task fetches it only on a cache miss
     queue = list(reversed(pending))
     in_flight: dict[Any, tuple[PlannedUnit, float]] = {}
@@ -94,7 +109,8 @@ def _run_on_ray(cfg: BuildConfig, out: str, pending: list[PlannedUnit], summary:
     while queue or in_flight:
         while queue and len(in_flight) < limit:
             u = queue.pop()
-            in_flight[task.remote(cfg_box, cfg_hash, u.dataset, u.unit, u.payload, out, tables)] = (u, time.monotonic())
+            ref = task.remote(cfg_box, cfg_hash, u.dataset, u.unit, u.payload, out, tables, run_id)
+            in_flight[ref] = (u, time.monotonic())
         ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=5.0)
         for ref in ready:
             u, _ = in_flight.pop(ref)
@@ -124,17 +140,41 @@ def _run_inline(cfg: BuildConfig, out: str, pending: list[PlannedUnit], summary:
 
 
 def build(cfg: BuildConfig, out: str | None = None, workers: int | None = None, use_ray: bool = True,
-          progress: Any = None) -> Summary:
+          progress: Any = None, prune: bool = False, takeover: bool = False, shared_fs: bool = False) -> Summary:
     """Build every pending unit of `cfg` into `out` (default cfg.out), then write the manifest.
 
-    `progress` (anything with `update(units=, items=, failed=)`) hears of every finished unit;
-    by default a uvd.progress bar. The caller prints `Summary.report()` if it wants it.
+    The build holds the output's lease (uvd.lease) from before planning to the end: a second
+    build on the same output raises uvd.lease.LeaseHeld at once; `takeover` replaces a stale lease.
+    Units on disk outside the plan are reported in the summary and the manifest, never counted;
+    `prune` removes their files. `progress` (anything with `update(units=, items=, failed=)`)
+    hears of every finished unit; by default a uvd.progress bar. The caller prints
+    `Summary.report()` if it wants it. On a Ray cluster of several nodes a local output or input
+    path is refused (uvd.cluster_checks) unless `shared_fs` or `run.shared_fs` says every node mounts it.
     """
     out = (out or cfg.out).rstrip("/")
     workers = cfg.run.workers if workers is None else workers
     t0 = time.perf_counter()
+    run_id = new_run_id()
+    with acquire(out, run_id, takeover=takeover) as lease:
+        set_run_id(run_id)
+        try:
+            return _build_held(cfg, out, workers, use_ray, progress, prune, run_id, lease, t0,
+                               shared_fs or cfg.run.shared_fs)
+        except BaseException:
+            # A build ending early (Ctrl-C, an error) removes its own temporaries: its lease goes with
+            # it, so a rerun could not tell them from a live build's until they are stale.
+            with contextlib.suppress(Exception):
+                sweep_temps(UnitLayout.sentences(out), [ds.key for ds in cfg.datasets])
+            raise
+        finally:
+            set_run_id("")
+
+
+def _build_held(cfg: BuildConfig, out: str, workers: int, use_ray: bool, progress: Any, prune: bool,
+                run_id: str, lease: Any, t0: float, shared_fs: bool = False) -> Summary:
     if use_ray:  # planning may itself run on Ray (the build-wide LAION dedup pass)
         init_ray(workers)
+        check_paths_for_cluster(cfg, out, alive_nodes(), shared_fs)
     layout = UnitLayout.sentences(out)
     planned = plan_units(cfg)
     dhash = {ds.key: dataset_hash(cfg, ds) for ds in cfg.datasets}  # once per dataset, not per unit
@@ -144,20 +184,30 @@ def build(cfg: BuildConfig, out: str | None = None, workers: int | None = None, 
 
     done = find_committed(layout, planned, recipe_of)
     pending = [u for u in planned if u.name not in done]
+    prepare_units(cfg, out, planned, pending)  # build-wide facts (LAION's URL dedup) for pending units only
     summary = Summary(units=len(planned), skipped=len(planned) - len(pending))
-    logger.info("plan: %d units in %d datasets; %d already done, %d to build → %s",
-                len(planned), len(cfg.datasets), summary.skipped, len(pending), out)
+    if prune:
+        summary.pruned = prune_outside(layout, done.outside_plan)
+    else:
+        summary.outside_plan = done.outside_plan
+    logger.info("plan: %d units in %d datasets; %d already done, %d to build → %s (run %s)",
+                len(planned), len(cfg.datasets), summary.skipped, len(pending), out, run_id)
+    if summary.outside_plan:
+        logger.warning("%d units on disk are outside the plan and not counted (e.g. %s); `--prune` removes them",
+                       len(summary.outside_plan), summary.outside_plan[0])
     if pending:
         with progress_bar(len(pending), "build") if progress is None else nullcontext(progress) as bar:
             if use_ray:
-                _run_on_ray(cfg, out, pending, summary, workers, t0, bar)
+                _run_on_ray(cfg, out, pending, summary, workers, t0, bar, run_id)
             else:
                 _run_inline(cfg, out, pending, summary, t0, bar)
     summary.seconds = time.perf_counter() - t0
-    header = {"uvd_version": uvd.__version__, "config_hash": cfg.hash(), "config": cfg.model_dump(mode="json")}
+    header = {"uvd_version": uvd.__version__, "config_hash": cfg.hash(), "config": redact_strings(cfg.model_dump(mode="json"))}
     hashed = [ds.key for ds in cfg.datasets if registry.lookup("source", ds.source).content_hashes]
+    lease.check()  # taken over meanwhile: the other build owns the output and its manifest
     if hashed:  # only downloads record content hashes: other datasets' shards are never reread here
-        write_content_table(out, hashed, changed=any(u.dataset in hashed for u in pending))
+        committed = [u for u in planned if u.dataset in hashed and (u.name in done or u.name in summary.stats)]
+        write_content_table(out, committed)  # the plan's committed units only: leftovers never pair
         header["dedup_table"] = CONTENT_TABLE
-    write_run_manifest(layout, header, planned, done, summary, recipe_of)
+    write_run_manifest(layout, header, planned, done, summary, recipe_of, ended_runs=lease.ended_runs)
     return summary

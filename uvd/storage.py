@@ -17,6 +17,8 @@ from typing import IO, Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
 import fsspec
 from fsspec.core import url_to_fs
 
+from uvd import faults
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -39,6 +41,29 @@ def uses_rename(fs: fsspec.AbstractFileSystem) -> bool:
     return bool({"file", "local", "memory"} & set(_protocols(fs)))
 
 
+TEMP_MARK = ".tmp-"  # a temporary's name: <final name>.tmp-<run id>-<random>
+_RUN_ID = {"id": os.environ.get("UVD_RUN_ID", "")}
+
+
+def set_run_id(run: str) -> None:
+    """Name this process's temporaries after the build `run` (the driver sets it, and each task):
+    a sweep can then tell its own run's leftovers from another live build's files."""
+    _RUN_ID["id"] = run
+
+
+def run_id() -> str:
+    """The run id temporaries of this process carry ("norun" when no build set one)."""
+    return _RUN_ID["id"] or "norun"
+
+
+def temp_run_id(name: str) -> str | None:
+    """The run id in a temporary's name (None for a name that is not one, "" for an older unnamed one)."""
+    if TEMP_MARK not in name:
+        return None
+    tail = name.rsplit(TEMP_MARK, 1)[1]
+    return tail.rsplit("-", 1)[0] if "-" in tail else ""
+
+
 @contextlib.contextmanager
 def atomic_open(url: str) -> Iterator[IO[bytes]]:
     """Open `url` for writing; it appears under its name only when the block succeeds.
@@ -51,10 +76,11 @@ def atomic_open(url: str) -> Iterator[IO[bytes]]:
         yield from _object_store_open(fs, path)
         return
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp = f"{path}{TEMP_MARK}{run_id()}-{uuid.uuid4().hex[:12]}"
     try:
         with fs.open(tmp, "wb") as f:
             yield f
+        faults.maybe_die("before_publish")
         fs.mv(tmp, path)
     except BaseException:
         with contextlib.suppress(Exception):
@@ -75,6 +101,7 @@ def _object_store_open(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[IO[
         with contextlib.suppress(Exception):
             f.closed = True
         raise
+    faults.maybe_die("before_publish")
     f.close()
 
 
@@ -106,6 +133,27 @@ def write_json_listed(url: str, obj: Any) -> Listed | None:
     if _is_local(fs):
         return _posix_listed(os.stat(path))
     return _info_listed(fs.info(path))
+
+
+def remove_file(url: str) -> None:
+    """Delete `url`; one that is not there (or vanished meanwhile) is fine."""
+    fs, path = fs_and_path(url)
+    try:
+        fs.rm_file(path)
+    except FileNotFoundError:
+        pass
+
+
+def listed_if_free(url: str) -> Listed | None:
+    """What a listing would show of `url`, where finding out costs no request (local disk, memory);
+    None on object stores, and for a file that is not there."""
+    fs, path = fs_and_path(url)
+    if not uses_rename(fs):
+        return None
+    try:
+        return _posix_listed(os.stat(path)) if _is_local(fs) else _info_listed(fs.info(path))
+    except FileNotFoundError:
+        return None
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
@@ -143,13 +191,15 @@ class Listed(NamedTuple):
     version: str  # changes whenever the file is rewritten
 
 
-def list_files(url: str, prefixes: list[str] | None = None, suffix: str = "") -> dict[str, Listed]:
-    """Every file under `url` (recursively) whose name ends with `suffix`, by its name relative to `url`.
+def list_files(url: str, prefixes: list[str] | None = None, suffix: str | tuple[str, ...] = "") -> dict[str, Listed]:
+    """Every file under `url` (recursively) whose name ends with `suffix` (or one of them), by its name
+    relative to `url`.
 
     One paginated listing (a LIST per 1000 keys on S3), however many files there are; on an
     object store, `prefixes` (of the names under `url`) split it into listings run in parallel.
-    The version is the ETag on object stores, mtime and inode on POSIX (a temp + move makes a
-    new inode). Only matching entries are kept, compactly: a listing of 10^5 units stays small.
+    The version is the ETag (S3; gcsfs spells it `etag` and adds `generation`, which changes on every
+    write) or VersionId on object stores, mtime and inode on POSIX (a temp + move makes a new inode).
+    Only matching entries are kept, compactly: a listing of 10^5 units stays small.
     """
     fs, path = fs_and_path(url)
     base = path.rstrip("/") + "/"
@@ -160,7 +210,7 @@ def list_files(url: str, prefixes: list[str] | None = None, suffix: str = "") ->
     def entry(name: str, info: dict[str, Any]) -> Listed | None:
         if not (name.endswith(suffix) and name.startswith(base) and info.get("type", "file") == "file"):
             return None
-        return Listed(int(info.get("size") or 0), str(info.get("ETag") or info.get("VersionId") or ""))
+        return Listed(int(info.get("size") or 0), _object_version(info))
 
     def find(prefix: str) -> dict[str, Listed]:
         return {name[len(base):]: e for name, e in _list_objects(fs, path, prefix, entry)}
@@ -171,6 +221,14 @@ def list_files(url: str, prefixes: list[str] | None = None, suffix: str = "") ->
             out.update(part)
         return out
     return find("")
+
+
+def _object_version(info: dict[str, Any]) -> str:
+    """A listed object's version: S3's ETag/VersionId, gcsfs's generation (or etag); "" if none."""
+    for key in ("ETag", "VersionId", "generation", "etag"):
+        if info.get(key) not in (None, ""):
+            return str(info[key])
+    return ""
 
 
 def _list_objects(fs: fsspec.AbstractFileSystem, path: str, prefix: str,
@@ -225,7 +283,7 @@ def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return "file" in _protocols(fs)
 
 
-def _walk_local(root: str, suffix: str = "") -> Iterator[tuple[str, os.DirEntry]]:
+def _walk_local(root: str, suffix: str | tuple[str, ...] = "") -> Iterator[tuple[str, os.DirEntry]]:
     """(name relative to `root`, entry) of every file below it ending with `suffix`; os.scandir,
     streamed, keeps a 10^5-file folder cheap."""
     stack = [""]
@@ -243,7 +301,7 @@ def _walk_local(root: str, suffix: str = "") -> Iterator[tuple[str, os.DirEntry]
                     yield (f"{rel}/{e.name}" if rel else e.name), e
 
 
-def _list_posix(fs: fsspec.AbstractFileSystem, base: str, suffix: str) -> dict[str, Listed]:
+def _list_posix(fs: fsspec.AbstractFileSystem, base: str, suffix: str | tuple[str, ...]) -> dict[str, Listed]:
     out = {}
     if _is_local(fs):
         for name, e in _walk_local(base, suffix):

@@ -87,11 +87,11 @@ def prepare_units(cfg: BuildConfig, out: str, planned: list[Any], pending: list[
     `<out>/dedup/sources/<dataset>/`. Nothing pending, nothing read: a finished build's rerun skips it."""
     for ds in cfg.datasets:
         todo = [u for u in pending if u.dataset == ds.key]
-        if not todo or not hasattr(registry.lookup("source", ds.source), "prepare"):
+        if not todo or registry.lookup("source", ds.source).prepare is Source.prepare:
             continue
         source = make_source(cfg, ds)
         try:
-            source.prepare(f"{out.rstrip('/')}/dedup/sources/{ds.key}",  # type: ignore[attr-defined]
+            source.prepare(f"{out.rstrip('/')}/dedup/sources/{ds.key}",
                            [u for u in planned if u.dataset == ds.key], todo)
         finally:
             source.close()

@@ -10,10 +10,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from uvd import codec, dedup
+from uvd.layout import UnitLayout
 from uvd.manifest import read_manifest, read_units_table, resolve, shards
 from uvd.schema import AUDIT_SCHEMA, SENTENCE_SCHEMA
 from uvd.shards import iter_rows, open_parquet, read_table
-from uvd.storage import exists, join, list_names, sha256_of
+from uvd.storage import exists, join, list_names, read_json, sha256_of
 
 
 def _schema_problem(url: str, expected: Any) -> str | None:
@@ -90,7 +91,22 @@ def check_batch(out: str, shards: list[dict[str, Any]], size: int, decode: bool)
             ids.append((shard["path"], np.array([_id_hash(s) for s in seen], dtype=np.uint64)))
         if rows is not None and rows != shard["rows"]:
             problems.append(f"{shard['path']}: {rows} rows, manifest says {shard['rows']}")
+        if rows is not None and shard["kind"] == "audit":
+            problems.extend(_planned_problem(out, shard, rows))
     return problems, ids
+
+
+def _planned_problem(out: str, shard: dict[str, Any], rows: int) -> list[str]:
+    """The audit against the count the source planned for the unit (its stats' `planned_inputs`):
+    inputs = ok + failed counts audit rows, so it cannot see an input that never got one."""
+    try:
+        planned = read_json(UnitLayout.sentences(out).stats(shard["dataset"], shard["unit"])).get("planned_inputs")
+    except Exception:  # a stats file is the commit protocol's to check; no count, nothing to hold the audit to
+        return []
+    if isinstance(planned, int) and planned != rows:
+        return [f"unit {shard['dataset']}/{shard['unit']}: {rows} audit rows, but the source planned {planned} "
+                f"inputs (an input without a row, or a row of no input)"]
+    return []
 
 
 def _duplicates(ids: list[tuple[str, np.ndarray]]) -> list[str]:
@@ -130,8 +146,11 @@ def _run_batches(out: str, table: pa.Table, rows: list[int], per_task: int, size
 
 
 def validate(out: str, decode_images: bool = True, sample: int | None = None, use_ray: bool = False,
-             batch: int = 32) -> list[str]:
+             batch: int = 32, warnings: list[str] | None = None) -> list[str]:
     """Problems of a finished build: unit status, every shard against its table row, listing leftovers.
+
+    Files of units outside the plan (not in the units table at all: an earlier plan's leftovers)
+    are no problem and never read as data: each such unit is appended to `warnings` when given.
 
     `sample` checks the shards of that many units picked at random (seeded), for a quick pass over
     a huge build; `use_ray` spreads the shard checks over Ray tasks of `batch` units each.
@@ -167,11 +186,28 @@ def validate(out: str, decode_images: bool = True, sample: int | None = None, us
         seen = set(np.concatenate([h for _, h in ids]).tolist()) if ids else set()
         problems += dedup.check(out, lambda sid: _id_hash(sid) in seen)
     listed_paths = set(done.column("shard_path").to_pylist()) | set(done.column("audit_path").to_pylist())
+    planned = {f"{d}/{u}" for d, u in zip(table.column("dataset").to_pylist(), table.column("unit").to_pylist())}
+    outside: set[str] = set()
     for kind in ("sentences", "audit"):
         for rel in list_names(join(out, kind)):
             name = f"{kind}/{rel}"
+            unit = _unit_of(rel)
             if ".tmp-" in rel:
                 problems.append(f"{name}: leftover temporary file")
+            elif unit is not None and unit not in planned:
+                outside.add(unit)
             elif rel.endswith(".parquet") and name not in listed_paths:
                 problems.append(f"{name}: shard not in the manifest (uncommitted)")
+    if warnings is not None:
+        warnings.extend(f"unit {u} is outside the plan (files on disk, not counted; `uvd build CONFIG --prune` "
+                        "removes them)" for u in sorted(outside))
     return problems
+
+
+def _unit_of(rel: str) -> str | None:
+    """"<dataset>/<unit>" of a shard, audit or stats file path under sentences/ or audit/."""
+    ds, _, name = rel.rpartition("/")
+    for suffix in (".stats.json", ".parquet"):
+        if ds and name.startswith("part-") and name.endswith(suffix):
+            return f"{ds}/{name[len('part-'):-len(suffix)]}"
+    return None
