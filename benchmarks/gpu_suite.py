@@ -479,12 +479,82 @@ def _tensors(obj: Any) -> Iterator[torch.Tensor]:
             yield from _tensors(v)
 
 
+# ---------------------------------------------------------------- (p) pseudo-label experts
+def _experts(smoke: bool) -> list[tuple[str, str, Any]]:
+    """(name, kind, module factory): the paper's experts at their published sizes (random weights)."""
+    import transformers as t
+
+    from renderers.annotator_nets import ControlNetHED_Apache2, EdgeAnnotator, PiDiNet
+    from renderers.hf_experts import DepthExpert, SemanticExpert, UniversalExpert
+
+    if smoke:
+        dpt = t.DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37, image_size=32,
+                          patch_size=8, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 8, 16, 16],
+                          fusion_hidden_size=16, reassemble_factors=[4, 2, 1, 0.5], head_in_index=-1)
+        seg = t.SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
+                                patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
+                                decoder_hidden_size=16, num_labels=5)
+        m2f = None
+    else:  # DPT-Large (ViT-L/16, 384), SegFormer-B5 (ADE 640), Mask2Former Swin-L (COCO panoptic, 133 classes)
+        dpt = t.DPTConfig()
+        seg = t.SegformerConfig(depths=[3, 6, 40, 3], hidden_sizes=[64, 128, 320, 512], decoder_hidden_size=768,
+                                num_labels=150)
+        m2f = t.Mask2FormerConfig(backbone_config=t.SwinConfig(
+            image_size=384, embed_dim=192, depths=[2, 2, 18, 2], num_heads=[6, 12, 24, 48], window_size=12,
+            out_features=["stage1", "stage2", "stage3", "stage4"]), num_labels=133, num_queries=200,
+            use_pretrained_backbone=False, backbone=None)
+    out = [("DPT-Large depth, 384x384", "depth", lambda: DepthExpert(t.DPTForDepthEstimation(dpt)), (32, 32) if smoke else (384, 384)),
+           ("SegFormer-B5 semantic, 640x640", "segmentation",
+            lambda: SemanticExpert(t.SegformerForSemanticSegmentation(seg)), (48, 48) if smoke else (640, 640)),
+           ("ControlNet HED edges, 512x704", "edges", lambda: EdgeAnnotator(ControlNetHED_Apache2(), "hed"),
+            (64, 64) if smoke else (512, 704)),
+           ("PiDiNet edges, 512x704", "edges", lambda: EdgeAnnotator(PiDiNet(), "pidinet"), (64, 64) if smoke else (512, 704))]
+    if m2f is not None:
+        out.insert(2, ("Mask2Former Swin-L universal, 384x576", "segmentation",
+                       lambda: UniversalExpert(t.Mask2FormerForUniversalSegmentation(m2f)), (384, 576)))
+    return out
+
+
+def part_pseudo_label(s: Suite) -> None:
+    """Model throughput of the pseudo-label experts at the sizes their processors feed them (fp32 and
+    bf16 autocast), batch 16: what `uvd pseudo-label` gets per GPU before reading and writing."""
+    from renderers.labeler import Labeler
+
+    for name, kind, make, (h, w) in _experts(s.smoke):
+        if s.left() < 30:
+            s.row("p", name, "skipped: budget")
+            continue
+        torch.manual_seed(0)
+        lab = Labeler(make(), kind, device=str(s.device), batch_size=16)
+        batch = 2 if s.smoke else 16
+        photos = list(np.random.default_rng(0).integers(0, 256, (batch, h, w, 3), np.uint8))
+        for dtype in ((torch.float32,) if s.smoke else (torch.float32, torch.bfloat16)):
+            ctx = torch.autocast("cuda", dtype=dtype) if dtype != torch.float32 else nullcontext()
+            with ctx, time_limit(min(s.left() - 20, 120)):
+                lab.predict(photos[:2])  # warm-up
+                sync(s.device)
+                t = time.perf_counter()
+                reps = 1 if s.smoke else 5
+                for _ in range(reps):
+                    lab.predict(photos)
+                sync(s.device)
+            rate = reps * batch / (time.perf_counter() - t)
+            mem = f"; peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if s.device.type == "cuda" else ""
+            s.row("p", f"{name}, batch {batch}, {'fp32' if dtype == torch.float32 else 'bf16 autocast'}",
+                  f"{rate:,.1f} images/s{mem}")
+        del lab
+        if s.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny configs on CPU: checks the code, measures nothing")
     p.add_argument("--out", help="also write the Markdown table to this file")
     p.add_argument("--budget-s", type=float, default=450.0, help="stop starting work after this (default 450)")
-    p.add_argument("--parts", default="a,c,d,b,C", help="a encode, b tokenize job, c train eager, C train compiled, d DCP")
+    p.add_argument("--parts", default="a,c,d,b,C", help="a encode, b tokenize job, c train eager, C train compiled, d DCP, "
+                                                        "p pseudo-label experts (not in the default)")
     p.add_argument("--ckpt-size", default="1b", help="model of part d (default 1b; 300m for a CPU run)")
     args = p.parse_args(argv)
     s = Suite(args.out, args.budget_s, args.smoke, args.ckpt_size)
@@ -501,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=watchdog, daemon=True).start()
     parts = {"a": (lambda x: part_encode(x), 30), "c": (lambda x: part_train(x, False), 30),
              "d": (lambda x: part_checkpoint(x), 60), "b": (lambda x: part_tokenize(x), 40),
-             "C": (lambda x: part_train(x, True), 60)}
+             "C": (lambda x: part_train(x, True), 60), "p": (lambda x: part_pseudo_label(x), 40)}
     for key in args.parts.split(","):
         fn, need = parts[key]
         s.part(key.lower(), fn, 1 if args.smoke else need)

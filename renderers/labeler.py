@@ -11,13 +11,19 @@ A `Labeler` wraps a torch module that maps a photo to one dense or sparse annota
   input pixels.
 
 Weights are only ever read from a local path, never downloaded:
+- a Hugging Face `transformers` folder (depth estimation; semantic or universal segmentation),
+  with its preprocessor_config.json's resize and normalisation (renderers/hf_experts.py);
+- a ControlNet annotator's published edge weights, `ControlNetHED.pth` or `table5_pidinet.pth`,
+  recognised from their keys (renderers/annotator_nets.py);
 - an exported program (`torch.export.save`, suffix `.pt2`), loaded with `torch.export.load`;
 - a TorchScript archive (`torch.jit.save`), loaded with `torch.jit.load`; or
 - a state dict (`.pt`/`.pth` via `torch.load(weights_only=True)`, or `.safetensors`) plus
   the name of an architecture: one registered here with `register_architecture`, or a
   dotted "module:factory".
 
-The input is the normalised RGB photo as float in [0, 1], then (x − mean) / std per channel.
+The input is the normalised RGB photo as float in [0, 1], then (x − mean) / std per channel,
+at the size the model wants (`model_size`: a transformers folder's processor settings, an
+annotator's 512-pixel short side, `input_size`, or as is); predictions come back at the photo's size.
 """
 from __future__ import annotations
 
@@ -89,14 +95,46 @@ def _state_dict(path: Path) -> dict[str, Any]:
         raise ConfigError(f"labeler: {err}") from None
 
 
+def _raw_pth(path: Path) -> dict[str, Any]:
+    """A published annotator file as torch.load gives it (PiDiNet nests its weights), tensors only."""
+    import torch
+
+    try:
+        raw = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ConfigError(f"labeler: {path} is not a readable PyTorch weights file ({type(err).__name__}: {err})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"labeler: {path} holds a {type(raw).__name__}, not a state dict")
+    return raw
+
+
+def _annotator_in(path: Path) -> str | None:
+    """The ControlNet annotator a .pth/.pt file holds, if it holds one (a TorchScript archive never does)."""
+    if path.suffix not in (".pth", ".pt") or _is_torchscript(path):
+        return None
+    from renderers.annotator_nets import detect_annotator
+
+    try:
+        return detect_annotator(_raw_pth(path))
+    except ConfigError:
+        return None
+
+
 class Labeler:
     """A loaded expert model for one kind of annotation; call it on H×W×3 uint8 photos."""
 
     def __init__(self, module: Any, kind: str, mean: Sequence[float] = (0.0, 0.0, 0.0),
-                 std: Sequence[float] = (1.0, 1.0, 1.0), device: str = "cpu") -> None:
+                 std: Sequence[float] = (1.0, 1.0, 1.0), device: str = "cpu", input_size: int = 0,
+                 preprocess: Any = None, disparity: bool = False, batch_size: int = 16) -> None:
         if kind not in KINDS:
             raise ConfigError(f"labeler: unknown kind {kind!r}; one of {', '.join(KINDS)}")
         import torch
+
+        # `preprocess` (hf_experts.Preprocess) decides the model's input size; `input_size` is a short side
+        self.preprocess = preprocess
+        self.input_size = int(input_size or 0)
+        self.disparity = bool(disparity)  # the model predicts disparity (DPT/MiDaS, relative Depth Anything)
+        self.batch_size = max(1, int(batch_size))
 
         self.module = module.to(device)
         try:
@@ -114,8 +152,27 @@ class Labeler:
         import torch
 
         p = Path(path)
+        if p.is_dir():
+            from renderers.hf_experts import load_hf_expert
+
+            module, pre, disparity = load_hf_expert(str(p), kind)
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("mean", "std", "input_size")}
+            return cls(module, kind, mean=pre.mean, std=pre.std, preprocess=pre, disparity=disparity, **kwargs)
         if not p.is_file():
             raise ConfigError(f"labeler: model file does not exist: {path}")
+        annotator = arch if arch in ("hed", "pidinet") else (_annotator_in(p) if arch is None else None)
+        if annotator:
+            from renderers.annotator_nets import build_annotator
+            from renderers.hf_experts import Preprocess
+
+            if kind != "edges":
+                raise ConfigError(f"labeler: {path} is a {annotator} edge annotator; use kind edges, not {kind!r}")
+            module = build_annotator(annotator, _raw_pth(p), str(p), arch_args)
+            size = int(kwargs.pop("input_size", 0) or 512)  # controlnet_aux's detect_resolution
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("mean", "std")}
+            # controlnet_aux's resize_image: short side to the resolution, both sides to multiples of 64
+            pre = Preprocess({"size": {"shortest_edge": size}, "ensure_multiple_of": 64, "do_normalize": False})
+            return cls(module, kind, preprocess=pre, **kwargs)
         if arch is None and p.suffix == ".pt2":
             try:
                 module = torch.export.load(str(p)).module()
@@ -135,7 +192,47 @@ class Labeler:
         return cls(module, kind, **kwargs)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        return self.predict([rgb])[0]
+        return self.label([rgb])[0]
+
+    def model_size(self, h: int, w: int) -> tuple[int, int]:
+        """(height, width) the model runs at for an h×w photo."""
+        if self.preprocess is not None:
+            return self.preprocess.model_size(h, w)
+        if self.input_size:
+            s = self.input_size / min(h, w)
+            return max(1, round(h * s)), max(1, round(w * s))
+        return h, w
+
+    def label(self, photos: list[np.ndarray]) -> list[np.ndarray]:
+        """Photos of any sizes → one prediction per photo at that photo's size. Photos are resized to
+        the model's input size, batched by that size (`batch_size` at most) and the predictions
+        resized back (nearest for class ids, bilinear otherwise)."""
+        import cv2
+
+        groups: dict[tuple[int, int], list[int]] = {}
+        inputs: list[np.ndarray] = []
+        for i, rgb in enumerate(photos):
+            h, w = rgb.shape[:2]
+            th, tw = self.model_size(h, w)
+            if (th, tw) != (h, w):
+                shrink = th * tw < h * w
+                interp = cv2.INTER_AREA if shrink else (self.preprocess.interpolation if self.preprocess else cv2.INTER_LINEAR)
+                rgb = cv2.resize(rgb, (tw, th), interpolation=interp)
+            inputs.append(rgb)
+            groups.setdefault((th, tw), []).append(i)
+        out: list[Any] = [None] * len(photos)
+        for idx in groups.values():
+            for k in range(0, len(idx), self.batch_size):
+                chunk = idx[k:k + self.batch_size]
+                for i, pred in zip(chunk, self.predict([inputs[i] for i in chunk])):
+                    h, w = photos[i].shape[:2]
+                    out[i] = pred if self.kind == "keypoints" else resize_prediction(pred, self.kind, w, h)
+                    if self.kind == "keypoints" and (h, w) != inputs[i].shape[:2]:
+                        pred = pred.copy()  # coordinates back to the photo's pixels
+                        pred[:, 0] = (pred[:, 0] + 0.5) * (w / inputs[i].shape[1]) - 0.5
+                        pred[:, 1] = (pred[:, 1] + 0.5) * (h / inputs[i].shape[0]) - 0.5
+                        out[i] = pred
+        return out
 
     def predict(self, photos: list[np.ndarray]) -> list[np.ndarray]:
         """Photos (same size) → per photo: depth H×W float32, normals H×W×3 float32,

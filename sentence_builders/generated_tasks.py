@@ -171,17 +171,21 @@ def paired(item: Item, ctx: BuildContext, rng: np.random.Generator) -> Example:
 def pseudo_label(item: Item, ctx: BuildContext, rng: np.random.Generator, model: str | None = None,
                  kind: str = "depth", arch: str | None = None, arch_args: dict[str, Any] | None = None,
                  mean: tuple[float, float, float] = (0.0, 0.0, 0.0), std: tuple[float, float, float] = (1.0, 1.0, 1.0),
-                 inverse_output: bool = False) -> Example:
-    """Photo → the annotation a local model predicts for it (renderers/labeler.py)."""
+                 inverse_output: bool | None = None, render: str = "lvm", input_size: int = 0) -> Example:
+    """Photo → the annotation a local model predicts for it (renderers/labeler.py), drawn in LVM's
+    style (`render: lvm`, renderers/label_render.py) or like ground truth (`render: uvd`).
+    `inverse_output`: the model predicts disparity (default: what a transformers folder says, else no)."""
     from renderers.labeler import load_labeler
 
     if not model:
         from uvd.errors import ConfigError
-        raise ConfigError("pseudo_label: give `model`, the local path of a TorchScript file or state dict")
+        raise ConfigError("pseudo_label: give `model`, the local path of a transformers folder, an annotator "
+                          ".pth, a .pt2, TorchScript file or state dict")
     photo = _photo(item, ctx)
-    labeler = load_labeler(model, kind, arch, arch_args, mean=list(mean), std=list(std))
+    labeler = load_labeler(model, kind, arch, arch_args, mean=list(mean), std=list(std), input_size=input_size)
     h, w = photo.shape[:2]
-    return [(photo, False), (render_prediction(kind, labeler(photo), h, w, inverse_output), True)]
+    disparity = labeler.disparity if inverse_output is None else bool(inverse_output)
+    return [(photo, False), (render_prediction(kind, labeler(photo), h, w, disparity, render), True)]
 
 
 def _check_pseudo_label(args: dict[str, Any]) -> None:
@@ -190,27 +194,24 @@ def _check_pseudo_label(args: dict[str, Any]) -> None:
     from uvd.errors import ConfigError
 
     if not args.get("model"):
-        raise ConfigError("pseudo_label: give `model`, the local path of a .pt2, TorchScript file or state dict")
+        raise ConfigError("pseudo_label: give `model`, the local path of a transformers folder, an annotator .pth, "
+                          "a .pt2, TorchScript file or state dict")
     require_path(str(args["model"]), "pseudo_label.model")
+    if args.get("render", "lvm") not in ("lvm", "uvd"):
+        raise ConfigError(f"pseudo_label: render is lvm or uvd, not {args['render']!r}")
 
 
 pseudo_label.check_args = _check_pseudo_label  # type: ignore[attr-defined]
 
 
-def render_prediction(kind: str, pred: np.ndarray, height: int, width: int, inverse_output: bool = False) -> np.ndarray:
-    """A labeler's output for one photo → an RGB image with the same renderers as ground truth."""
+def render_prediction(kind: str, pred: np.ndarray, height: int, width: int, inverse_output: bool = False,
+                      style: str = "lvm") -> np.ndarray:
+    """A labeler's output for one photo → an RGB image (renderers/label_render.py; keypoints as skeletons)."""
+    from renderers.label_render import render_label
+
     if kind == "keypoints":
         return render_keypoints(pred, height, width)
-    if kind == "depth":
-        return colour_depth(pred, inverse=inverse_output)
-    if kind == "normals":
-        return colour_normals(pred)
-    if kind == "segmentation":
-        return colorize(pred.astype(np.int64) + 1)  # model classes start at 0; palette 0 is "none"
-    if kind == "edges":  # probability → white on black, like Canny's targets
-        grey = np.round(np.clip(np.nan_to_num(pred), 0.0, 1.0) * 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    raise ValueError(f"render_prediction: unknown kind {kind!r}")
+    return render_label(kind, pred, disparity=inverse_output, style=style)
 
 
 def render_keypoints(kp: np.ndarray, height: int, width: int, min_score: float = 0.0) -> np.ndarray:

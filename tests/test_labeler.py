@@ -117,7 +117,10 @@ def test_pseudo_label_task_renders_like_ground_truth_and_is_deterministic(saved_
         load_labeler(kw["model"], "segmentation", "conv_head", kw["arch_args"])  # loaded once per process
     kw_depth = {**kw, "model": str(saved_heads[1]), "kind": "depth", "arch_args": {"out_channels": 1, "hidden": 4}}
     (_, _), (d, _) = gt.pseudo_label(item, ctx, np.random.default_rng(0), **kw_depth)
-    assert (d[..., 0] == d[..., 1]).all() and d.max() == 255 and d.min() == 32
+    # LVM's rendering (Prismer's min-max of disparity) by default; ground truth's (far = grey 32) on request
+    assert (d[..., 0] == d[..., 1]).all() and d.max() == 255 and d.min() == 0
+    (_, _), (g, _) = gt.pseudo_label(item, ctx, np.random.default_rng(0), **kw_depth, render="uvd")
+    assert (g[..., 0] == g[..., 1]).all() and g.max() == 255 and g.min() == 32
     with pytest.raises(ConfigError, match="give `model`"):
         gt.pseudo_label(item, ctx, np.random.default_rng(0))
 
@@ -135,11 +138,12 @@ def test_pseudo_label_command_writes_files_the_dense_sources_read(tmp_path, save
         (photos / "sub" / name).write_bytes((SAMPLES / "images" / name).read_bytes())
     (photos / "broken.jpg").write_bytes(b"no")
     assert main([str(photos), str(tmp_path / "x"), "--model", str(tmp_path / "missing.pt"), "--kind", "depth"]) == 2
-    seg_args = ["--arch", "conv_head", "--arch-args", '{"out_channels": 5, "hidden": 4}']
+    # in-process here; the Ray actor pool runs in test_experts_real_archs.py (slow)
+    seg_args = ["--arch", "conv_head", "--arch-args", '{"out_channels": 5, "hidden": 4}', "--no-ray"]
     assert main([str(photos), str(tmp_path / "seg"), "--model", str(saved_heads[5]), "--kind", "segmentation",
                  "--input-size", "96", *seg_args]) == 0
     assert main([str(photos), str(tmp_path / "depth"), "--model", str(saved_heads[1]), "--kind", "depth",
-                 "--arch", "conv_head", "--arch-args", '{"out_channels": 1, "hidden": 4}']) == 0
+                 "--arch", "conv_head", "--arch-args", '{"out_channels": 1, "hidden": 4}', "--no-ray"]) == 0
     lab = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(tmp_path / "seg" / "sub" / "123_456.png"))
     assert lab.shape == (456, 123) and lab.max() < 5
     assert np.load(tmp_path / "depth" / "sub" / "456_123.npy").shape == (123, 456)

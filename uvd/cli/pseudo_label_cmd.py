@@ -1,70 +1,69 @@
-"""`uvd pseudo-label`: label a folder of photos offline into files the `depth` and
-`segmentation` sources read (depth .npy, normals PNG, class-id PNG), mirroring its tree."""
+"""`uvd pseudo-label`: label a folder of photos (any fsspec URL) with a local expert model into
+files the `depth` and `segmentation` sources read (depth .npy, normals PNG, class-id PNG, edge PNG),
+mirroring its tree. Runs as a Ray Data actor pool (one model per actor, a GPU each when there are
+GPUs); resumable: committed units are skipped (bookkeeping under OUT/_uvd/)."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
 
-import cv2
-import numpy as np
-
-from renderers.labeler import KINDS, Labeler, resize_prediction
-from uvd.errors import BadInput, ConfigError
-from uvd.image import decode_image
+from renderers.labeler import KINDS
+from uvd.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="uvd pseudo-label", description=__doc__)
-    p.add_argument("images", help="folder of photos (searched recursively)")
-    p.add_argument("out", help="folder for the predictions, same relative names")
-    p.add_argument("--model", required=True, help="local TorchScript (.pt), exported program (.pt2) or state dict")
-    p.add_argument("--kind", required=True, choices=[k for k in KINDS if k not in ("keypoints", "edges")])
-    p.add_argument("--arch", help="architecture for a state dict (registered name or module:factory)")
+    p.add_argument("images", help="folder of photos (searched recursively; a local path or fsspec URL)")
+    p.add_argument("out", help="folder for the labels, same relative names (a local path or fsspec URL)")
+    p.add_argument("--model", required=True,
+                   help="local model: a transformers folder (depth estimation, semantic/universal segmentation), "
+                        "a ControlNet annotator .pth (ControlNetHED.pth, table5_pidinet.pth), a TorchScript file, "
+                        "an exported program (.pt2) or a state dict with --arch")
+    p.add_argument("--kind", required=True, choices=[k for k in KINDS if k != "keypoints"])
+    p.add_argument("--arch", help="architecture for a state dict (registered name, hed, pidinet, or module:factory)")
     p.add_argument("--arch-args", default="{}", help="JSON keyword arguments of the architecture")
-    p.add_argument("--mean", type=float, nargs=3, default=(0.0, 0.0, 0.0))
-    p.add_argument("--std", type=float, nargs=3, default=(1.0, 1.0, 1.0))
-    p.add_argument("--inverse-output", action="store_true", help="depth models predicting disparity: store 1/output")
-    p.add_argument("--input-size", type=int, default=0, help="resize the short side to this for the model (0: as is)")
+    p.add_argument("--mean", type=float, nargs=3, default=(0.0, 0.0, 0.0), help="ignored for transformers folders")
+    p.add_argument("--std", type=float, nargs=3, default=(1.0, 1.0, 1.0), help="ignored for transformers folders")
+    p.add_argument("--inverse-output", action=argparse.BooleanOptionalAction, default=None,
+                   help="the depth model predicts disparity: store 1/output (default: what a transformers "
+                        "folder's model type says, else no)")
+    p.add_argument("--input-size", type=int, default=0,
+                   help="resize the short side to this for the model (0: as is; annotators: 512; "
+                        "transformers folders use their preprocessor_config.json)")
+    p.add_argument("--batch-size", type=int, default=16, help="photos per model call")
+    p.add_argument("--unit-size", type=int, default=256, help="photos per unit (the unit of commit and retry)")
+    p.add_argument("--actors", type=int, default=0, help="labeller actors (default: one per GPU, else one)")
+    p.add_argument("--no-ray", action="store_true", help="label in this process instead of a Ray actor pool")
     args = p.parse_args(argv)
+
+    from uvd.cli.pseudo_label_job import LabelSpec, model_fingerprint, run_pseudo_label
+
     try:
-        labeler = Labeler.load(args.model, args.kind, args.arch, json.loads(args.arch_args), mean=args.mean, std=args.std)
-    except ConfigError as err:
+        arch_args = json.loads(args.arch_args)
+        if not isinstance(arch_args, dict):
+            raise ConfigError("--arch-args must be a JSON object")
+        spec = LabelSpec(images=args.images, out=args.out, model=args.model, kind=args.kind, arch=args.arch,
+                         arch_args=arch_args, mean=tuple(args.mean), std=tuple(args.std), input_size=args.input_size,
+                         inverse_output=args.inverse_output, batch_size=max(1, args.batch_size))
+        spec = LabelSpec(**{**spec.__dict__, "model_id": model_fingerprint(args.model)}) if _exists(args.model) else spec
+        result = run_pseudo_label(spec, unit_size=args.unit_size, use_ray=not args.no_ray, actors=args.actors,
+                                  log=print)
+    except (ConfigError, json.JSONDecodeError) as err:
         print(f"uvd pseudo-label: {err}", file=sys.stderr)
         return 2
-    root, out = Path(args.images), Path(args.out)
-    photos = sorted(q for q in root.rglob("*") if q.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".bmp"))
-    done, failed = 0, []
-    for path in photos:
-        rel = path.relative_to(root).with_suffix("")
-        try:
-            rgb = decode_image(path.read_bytes())
-        except (OSError, BadInput) as err:
-            failed.append(f"{rel}: {err}")
-            continue
-        h, w = rgb.shape[:2]
-        x = rgb
-        if args.input_size:
-            s = args.input_size / min(h, w)
-            x = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-        pred = resize_prediction(labeler(x), args.kind, w, h)
-        dest = out / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if args.kind == "depth":
-            if args.inverse_output:
-                with np.errstate(divide="ignore"):
-                    pred = np.where(pred > 0, 1.0 / pred, 0.0)  # no disparity: no depth (invalid)
-            np.save(dest.with_suffix(".npy"), pred.astype(np.float32))
-        elif args.kind == "normals":
-            n = pred / np.maximum(np.linalg.norm(pred, axis=-1, keepdims=True), 1e-12)
-            rgb8 = np.clip(np.rint((n + 1) / 2 * 255), 0, 255).astype(np.uint8)
-            cv2.imwrite(str(dest.with_suffix(".png")), cv2.cvtColor(rgb8, cv2.COLOR_RGB2BGR))
-        else:
-            ids = pred.astype(np.uint8 if pred.max() < 256 else np.uint16)
-            cv2.imwrite(str(dest.with_suffix(".png")), ids)
-        done += 1
-    print(f"pseudo-labelled {done} photos → {out}" + (f"; {len(failed)} failed:" if failed else ""))
-    for f in failed:
-        print(f"  {f}")
-    return 0 if done or not photos else 1
+    s = result.summary
+    print(f"pseudo-labelled {s.ok} photos → {args.out}; {s.failed} failed, "
+          f"{s.skipped} units already done" + (f", {len(s.failed_units)} units FAILED" if s.failed_units else ""))
+    if s.failures:
+        print("failures by reason: " + ", ".join(f"{k} {v}" for k, v in s.failures.most_common()))
+    for name, err in sorted(s.failed_units.items()):
+        print(f"  UNIT FAILED {name}: {err}")
+    totals = result.manifest["totals"]
+    return 0 if result.ok and (totals.get("ok", 0) or not totals.get("inputs", 0)) else 1
+
+
+def _exists(path: str) -> bool:
+    from pathlib import Path
+
+    return Path(path).exists()
