@@ -151,6 +151,11 @@ def test_ray_data_job_gives_the_same_shards(built: tuple[str, Path], tmp_path: P
     for p in glob(local.root, "*/part-*.parquet"):
         q = p.replace(str(tmp_path / "local_out"), str(tmp_path / "ray_out"))
         assert q != p and sha256_of(q)[0] == sha256_of(p)[0]
+    # the index rows came back from the actors with the stats: the same table either way
+    from tokenize_job.token_index import read_index
+
+    assert len(read_index(local.root)) == 3
+    assert read_index(remote.root).to_pylist() == read_index(local.root).to_pylist()
 
 
 def test_manifest_lists_the_shards_with_paths_relative_to_the_output(built: tuple[str, Path], tmp_path: Path) -> None:

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
 
+from uvd.layout import UnitLayout, list_stats
+from uvd.manifest import read_manifest, read_units_table
+from uvd.schema import read_metadata
 from uvd.shards import open_parquet, shard_metadata
 from uvd.storage import exists, glob
 
@@ -19,13 +23,41 @@ ORIGINAL_COLUMNS = ["sentence_id", "images"]
 
 
 def token_shards(url: str) -> list[str]:
+    """The token shards under `url`: for a tokenizer folder (or <out>/tokens holding them) the done
+    units of its units table, confirmed by one listing per source folder (a unit whose commit
+    marker is gone is left out); else, for outputs without a manifest, by glob."""
     if url.endswith(".parquet"):
         return [url]
-    # a source folder, <out>/tokens/<id>, or <out>/tokens
-    found = glob(url, "part-*.parquet") or glob(url, "*/part-*.parquet") or glob(url, "*/*/part-*.parquet")
+    roots = [url] if _is_tokens_root(url) else [m[: -len("/manifest.json")] for m in glob(url, "*/manifest.json")
+                                                  if _is_tokens_root(m[: -len("/manifest.json")])]
+    if roots:
+        found = [s for root in roots for s in _committed(root)]
+    else:  # a source folder, or an output written before the manifest
+        found = glob(url, "part-*.parquet") or glob(url, "*/part-*.parquet") or glob(url, "*/*/part-*.parquet")
     if not found:
         raise FileNotFoundError(f"inspect: no token shards under {url}")
     return found
+
+
+def _is_tokens_root(url: str) -> bool:
+    man = read_manifest(url)
+    return bool(man) and man.get("kind") == "tokens"
+
+
+def _committed(root: str) -> list[str]:
+    layout = UnitLayout.tokens(root)
+    table = read_units_table(root, ["dataset", "unit", "status"])
+    units = [] if table is None else [
+        _Unit(d, u) for d, u, st in zip(*(table.column(c).to_pylist() for c in ("dataset", "unit", "status")))
+        if st == "done"]
+    listed = list_stats(layout, units)
+    return [layout.shard(u.dataset, u.unit) for u in units if (u.dataset, u.unit) in listed]
+
+
+@dataclass(frozen=True)
+class _Unit:
+    dataset: str
+    unit: str
 
 
 def is_token_shard(url: str) -> bool:
@@ -46,14 +78,14 @@ def summarise(url: str) -> str:
     per_image: set[int] = set()
     tasks: Counter[str] = Counter()
     for path in shards:
-        meta = shard_metadata(path)
+        pf = open_parquet(path)  # one open per shard: its metadata and then its rows
+        meta = read_metadata(pf.schema_arrow)
         if meta.get("kind") != "tokens":
             raise ValueError(f"inspect: {path} is not a token shard (kind={meta.get('kind')!r})")
         tokenizers.add(meta.get("tokenizer_id", "?"))
         sizes.add(_codebook_size(meta))
         tpi = int(meta.get("tokens_per_image", "0") or 0)
         per_image.add(tpi)
-        pf = open_parquet(path)
         for rg in range(pf.num_row_groups):
             t = pf.read_row_group(rg, columns=["task", "num_images", "tokens"])
             flat = t.column("tokens").combine_chunks().flatten().to_numpy(zero_copy_only=False)

@@ -11,6 +11,7 @@ back-pressure and the actor pool.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -24,17 +25,20 @@ import numpy as np
 
 from uvd import codec
 from uvd.audit import AuditLog
+from uvd.config import ActorPoolRun
 from uvd.engine import Summary, commit_unit, find_committed, short_error, write_run_manifest
 from uvd.dedup import build_root, duplicates_of
 from uvd.errors import BadInput
 from uvd.layout import UnitLayout, list_stats, tokens_root
-from uvd.manifest import read_units, resolve
+from uvd.manifest import read_units, read_units_table, resolve
 from uvd.progress import progress as progress_bar
 from uvd.records import Failed
 from uvd.runner import init_ray
 from uvd.schema import TOKEN_SCHEMA
 from uvd.shards import ShardWriter, open_parquet
 from uvd.storage import fs_and_path, parallel_map, read_json
+
+from tokenize_job.token_index import IndexingShardWriter, dedup_key, entry_from_footer, read_index, write_index
 
 logger = logging.getLogger(__name__)
 
@@ -120,14 +124,24 @@ def tokenize_unit(encoder: Any, describe: dict[str, Any], u: TokenUnit, root: st
     head = {"source": u.source, "unit": u.unit, "tokenizer_id": describe["tokenizer_id"],
             "sentences_url": u.sentences, **u.recipe()}
 
-    def fill(writer: ShardWriter, audit: AuditLog, seconds: Counter[str]) -> dict[str, Any]:
+    def fill(writer: IndexingShardWriter, audit: AuditLog, seconds: Counter[str]) -> dict[str, Any]:
         images = _encode_shard(encoder, int(describe["resolution"]), u.sentences, image_batch, writer, audit,
                                seconds)
-        return {"images": images, "tokens": images * int(describe["tokens_per_image"])}
+        # The index row (manifest/index.parquet) as the writer saw the shard: the same dict object is
+        # filled in by writer.close(), which the engine calls before it writes the stats.
+        return {"images": images, "tokens": images * int(describe["tokens_per_image"]), "index": writer.entry}
 
+    dedup = _dedup_key(build_root(u.sentences))
     return commit_unit(UnitLayout.tokens(root), u.source, u.unit,
-                       lambda url: ShardWriter(url, TOKEN_SCHEMA, "tokens", meta, row_group_bytes=8 << 20),
+                       lambda url: IndexingShardWriter(url, TOKEN_SCHEMA, "tokens", meta, 8 << 20, u.source, u.unit,
+                                                       dedup),
                        fill, meta, head)
+
+
+@functools.lru_cache(maxsize=8)
+def _dedup_key(build: str) -> str:
+    """The dedup table's key (token_index.dedup_key) once per build, not per unit."""
+    return dedup_key(duplicates_of(build)) if build else ""
 
 
 def _encode_shard(encoder: Any, resolution: int, sentences: str, image_batch: int, writer: ShardWriter,
@@ -235,8 +249,11 @@ class TokenizeResult:
 
 def tokenize(sentences_url: str, tokenizer_dir: str, out: str | None = None, *, use_ray: bool = True,
              actors: int = 0, batch_size: int = 64, image_batch: int = 64, threads: int = 0,
-             log: Callable[[str], None] = logger.info, progress: Any = None) -> TokenizeResult:
+             log: Callable[[str], None] = logger.info, progress: Any = None,
+             pool: ActorPoolRun | None = None) -> TokenizeResult:
     """Tokenize every committed sentence shard under `sentences_url` into <out>/tokens/<tokenizer-id>/.
+
+    `pool` (config `run.tokenize`) sizes the encoder actor pool on Ray; `actors`, when set, fixes its size.
 
     `progress` (anything with `update(units=, items=, failed=)`) hears of every finished unit.
     """
@@ -251,11 +268,13 @@ def tokenize(sentences_url: str, tokenizer_dir: str, out: str | None = None, *, 
     done = find_committed(layout, units, TokenUnit.recipe)
     pending = [u for u in units if u.name not in done]
     summary = Summary(units=len(units), skipped=len(units) - len(pending))
+    built: dict[str, dict[str, Any]] = {}  # unit name → its index row, for the units built now
     log(f"tokenize: {len(units)} sentence shards, {summary.skipped} already tokenized, "
         f"{len(pending)} to do → {root}")
     with progress_bar(len(pending), "tokenize", "shard") if progress is None else nullcontext(progress) as bar:
         if pending and use_ray:
-            _run_ray(pending, tokenizer_dir, root, actors, batch_size, image_batch, threads, log, summary, bar)
+            _run_ray(pending, tokenizer_dir, root, actors, batch_size, image_batch, threads, log, summary, bar, built,
+                     pool or ActorPoolRun())
         elif pending:
             import torch
 
@@ -267,13 +286,51 @@ def tokenize(sentences_url: str, tokenizer_dir: str, out: str | None = None, *, 
             for i, u in enumerate(pending, 1):
                 st = tokenize_unit(encoder, describe, u, root, image_batch)
                 summary.add(u.name, st, bar)
+                built[u.name] = st["index"]
                 logger.debug(_progress_line(i, len(pending), u.name, st))
     header = {"kind": "tokens", "tokenizer": describe, "sentences_url": sentences_url}
     man = write_run_manifest(layout, header, units, done, summary, TokenUnit.recipe)
+    _update_index(root, built)
     t = man["totals"]
     log(f"tokenize: {t['units_done']}/{t['units']} units, {t.get('sentences', 0)} sentences, "
         f"{t.get('images', 0)} images, {t.get('tokens', 0)} tokens, {t.get('failed', 0)} failed sentences")
     return TokenizeResult(root, man, len(pending), summary.skipped, summary.failed_units)
+
+
+def _update_index(root: str, built: dict[str, dict[str, Any]]) -> None:
+    """manifest/index.parquet: one row per done unit of the units table just written. Rows of units
+    built now come from their writers; the previous table's rows are kept while they describe the
+    same file (same size); units without one (tokenized by an older version) are described from
+    their footers, in parallel, this once. Left as it is when nothing changed (a rerun with nothing
+    to do costs one read of each table)."""
+    units = read_units_table(root, ["dataset", "unit", "status", "shard_bytes"])
+    if units is None:
+        return
+    done = {(d, u): b for d, u, st, b in zip(*(units.column(c).to_pylist()
+                                             for c in ("dataset", "unit", "status", "shard_bytes"))) if st == "done"}
+    old = read_index(root)
+    old_rows = {(e["dataset"], e["unit"]): e for e in (old.to_pylist() if old is not None else [])}
+    entries: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, nbytes in done.items():
+        e = built.get(f"{key[0]}/{key[1]}") or old_rows.get(key)
+        if e is not None and e.get("bytes") == nbytes:
+            entries[key] = e
+    if not built and len(entries) == len(done) == len(old_rows):
+        return
+    layout = UnitLayout.tokens(root)
+    missing = [k for k in done if k not in entries]
+
+    def describe(key: tuple[str, str]) -> dict[str, Any] | None:
+        try:
+            return entry_from_footer(layout.shard(*key), *key)
+        except Exception as err:  # noqa: BLE001 - a reader falls back to the footer again; the run stands
+            logger.warning("tokenize: no index row for %s/%s: %s", key[0], key[1], short_error(err))
+            return None
+
+    for key, e in zip(missing, parallel_map(describe, missing)):
+        if e is not None:
+            entries[key] = e
+    write_index(root, list(entries.values()))
 
 
 def _progress_line(i: int, n: int, name: str, st: dict[str, Any]) -> str:
@@ -282,24 +339,33 @@ def _progress_line(i: int, n: int, name: str, st: dict[str, Any]) -> str:
             f"{st['failed']} failed, {rate:.1f} images/s")
 
 
+def pool_shape(pool: ActorPoolRun, actors: int, gpus: float, cpus: float,
+               units: int) -> tuple[int, int, dict[str, float]]:
+    """(min actors, max actors, Ray resources per actor) of the encoder pool on a cluster with
+    `gpus`/`cpus` in all: by default one actor per GPU, each with 1 CPU beside it; without GPUs one
+    actor on all CPUs (torch threads do the work; several actors would fight over the cores)."""
+    if gpus and pool.num_gpus:
+        lo = actors or pool.min_actors or max(1, int(gpus / pool.num_gpus))
+        per_actor = {"num_gpus": pool.num_gpus, "num_cpus": pool.cpus_per_actor or 1}
+    else:
+        lo = actors or pool.min_actors or 1
+        per_actor = {"num_cpus": pool.cpus_per_actor or max(1, int(cpus) // lo)}
+    hi = lo if actors else max(pool.max_actors, lo)
+    return max(1, min(lo, units)), max(1, min(hi, units)), per_actor
+
+
 def _run_ray(pending: list[TokenUnit], tokenizer_dir: str, root: str, actors: int, batch_size: int,
-             image_batch: int, threads: int, log: Callable[[str], None], summary: Summary, progress: Any) -> None:
+             image_batch: int, threads: int, log: Callable[[str], None], summary: Summary, progress: Any,
+             built: dict[str, dict[str, Any]], pool: ActorPoolRun) -> None:
     import ray
 
     init_ray(0)  # the build's way: joins RAY_ADDRESS, else a local Ray of its own
     resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    cpus = max(1, int(resources.get("CPU", 1)))
-    if gpus:
-        size, per_actor = (actors or gpus), {"num_gpus": 1, "num_cpus": 1}
-    else:
-        # On CPU one actor using all cores beats several fighting over them (torch threads do the work).
-        size = actors or 1
-        per_actor = {"num_cpus": max(1, cpus // size)}
-    size = min(size, len(pending))
-    log(f"tokenize: ray data, {size} encoder actor(s), {'1 GPU' if gpus else str(per_actor['num_cpus']) + ' CPU'} each")
+    lo, hi, per_actor = pool_shape(pool, actors, resources.get("GPU", 0), resources.get("CPU", 1), len(pending))
+    each = ", ".join(f"{v:g} {k.removeprefix('num_').upper()}" for k, v in per_actor.items())
+    log(f"tokenize: ray data, {lo if lo == hi else f'{lo}-{hi}'} encoder actor(s), {each} each")
     ds = ray.data.from_items([u.as_row() for u in pending], override_num_blocks=len(pending))
-    ds = ds.map_batches(TokenizeActor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=size),
+    ds = ds.map_batches(TokenizeActor, batch_size=1, compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
                         fn_constructor_kwargs={"tokenizer_dir": str(tokenizer_dir), "root": root,
                                                "batch_size": batch_size, "image_batch": image_batch,
                                                "threads": threads},
@@ -312,4 +378,5 @@ def _run_ray(pending: list[TokenUnit], tokenizer_dir: str, root: str, actors: in
         else:
             st = json.loads(row["stats"])
             summary.add(name, st, progress)
+            built[name] = st["index"]
             logger.debug(_progress_line(i, len(pending), name, st))

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import re
+import time
 import warnings
 from concurrent.futures import Future
 from typing import Any, Iterator
@@ -27,6 +29,8 @@ import torch
 import torch.distributed as dist
 
 from uvd import storage
+
+log = logging.getLogger(__name__)
 
 LATEST = "latest"
 TRAIN_STATE = "train_state.json"
@@ -99,30 +103,97 @@ def reader(url: str) -> Any:
     return FsspecReader(url)
 
 
+def _folders(out: str) -> dict[int, set[str]]:
+    """Each step folder's file names, from one listing of the checkpoints folder (not a probe each)."""
+    found: dict[int, set[str]] = {}
+    for rel in storage.list_names(checkpoint_dir(out)):
+        folder, _, name = rel.partition("/")
+        m = _STEP_DIR.fullmatch(folder)
+        if m and name:
+            found.setdefault(int(m.group(1)), set()).add(name)
+    return found
+
+
+def _complete(names: set[str]) -> bool:
+    return ".metadata" in names and TRAIN_STATE in names
+
+
 def steps_saved(out: str) -> list[int]:
     """Steps with a complete checkpoint folder (DCP's .metadata and train_state.json present), sorted."""
-    found = []
-    for path in storage.glob(checkpoint_dir(out), "step-*"):
-        m = _STEP_DIR.search(path.rstrip("/"))
-        if m and storage.exists(storage.join(checkpoint_url(out, int(m.group(1))), ".metadata")) \
-                and storage.exists(storage.join(checkpoint_url(out, int(m.group(1))), TRAIN_STATE)):
-            found.append(int(m.group(1)))
-    return sorted(found)
+    return sorted(s for s, names in _folders(out).items() if _complete(names))
+
+
+class AmbiguousCheckpoints(ValueError):
+    """The run folder holds checkpoints, but which one to resume from cannot be told safely."""
+
+
+def _pointer(out: str) -> str | None:
+    pointer = storage.join(checkpoint_dir(out), LATEST)
+    fs, path = storage.fs_and_path(pointer)
+    try:
+        with fs.open(path, "rb") as f:
+            return f.read().decode(errors="replace").strip()
+    except FileNotFoundError:
+        return None
 
 
 def latest(out: str) -> str | None:
-    """The newest complete checkpoint folder of a run, or None."""
-    pointer = storage.join(checkpoint_dir(out), LATEST)
-    if not storage.exists(pointer):
-        return None
-    fs, path = storage.fs_and_path(pointer)
-    with fs.open(path, "rb") as f:
-        name = f.read().decode().strip()
-    if name.endswith(".pt"):  # never silently start over on top of an older run
+    """The checkpoint folder a run resumes from, or None when it has no checkpoint at all.
+
+    The `latest` pointer when it names a complete folder (so a user may rewind it by hand). When it
+    is missing, or names a folder that is missing or incomplete (a lost object, a copy that left it
+    behind), the newest complete folder: never None over existing checkpoints, since a start from
+    step 0 would log over and prune the run's real progress. Refuses (AmbiguousCheckpoints) where
+    no folder can be chosen safely: a pointer naming something that is not a step folder, one
+    naming a folder when no complete one exists, or a folder newer than the choice that has DCP's
+    metadata but no train_state.json (damaged: only a person can say whether it counts).
+    """
+    name = _pointer(out)
+    if name is not None and name.endswith(".pt"):  # never silently start over on top of an older run
         raise ValueError(f"{out}: its checkpoints are single .pt files of an earlier version of the trainer; "
                          "sharded (DCP) checkpoints replaced them: train into a new run folder")
-    url = storage.join(checkpoint_dir(out), name)
-    return url if storage.exists(storage.join(url, ".metadata")) else None
+    folders = _folders(out)
+    complete = sorted(s for s, names in folders.items() if _complete(names))
+    how = "run `uvd train … --restart` to move the old checkpoints aside and start over, or fix the folder"
+    if name is not None:
+        m = _STEP_DIR.fullmatch(name)
+        if not m:
+            raise AmbiguousCheckpoints(f"{checkpoint_dir(out)}/{LATEST} names {name[:80]!r}, not a step-NNNNNNNN "
+                                       f"folder (complete checkpoints: {complete}); {how}")
+        if int(m.group(1)) in complete:
+            return checkpoint_url(out, int(m.group(1)))
+        if not complete:
+            raise AmbiguousCheckpoints(f"{checkpoint_dir(out)}/{LATEST} names {name}, which is "
+                                       f"{'incomplete' if int(m.group(1)) in folders else 'missing'}, and no "
+                                       f"complete checkpoint is left; {how}")
+    if not complete:
+        return None
+    newest = complete[-1]
+    damaged = sorted(s for s, names in folders.items() if s > newest and ".metadata" in names and not _complete(names))
+    if damaged:
+        raise AmbiguousCheckpoints(f"{checkpoint_dir(out)}: step(s) {damaged} have DCP metadata but no {TRAIN_STATE}, "
+                                   f"newer than the newest complete step {newest}; {how}")
+    log.warning(f"train: {checkpoint_dir(out)}/{LATEST} is {'missing' if name is None else f'{name}, not complete'}; "
+                f"using the newest complete checkpoint, step {newest}")
+    return checkpoint_url(out, newest)
+
+
+def move_aside(out: str) -> str | None:
+    """`--restart`: the run's checkpoints, log and config go to `<out>/before-restart-<UTC time>/`
+    (nothing is deleted); returns that folder, or None when there was nothing to move."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = storage.join(out, f"before-restart-{stamp}")
+    fs, _ = storage.fs_and_path(out)
+    moved = False
+    for name in ("checkpoints", "log.jsonl", "config.json"):
+        src = storage.join(out, name)
+        if storage.exists(src):
+            _, src_path = storage.fs_and_path(src)
+            _, dst_path = storage.fs_and_path(storage.join(aside, name))
+            fs.makedirs(storage.fs_and_path(aside)[1], exist_ok=True)
+            fs.mv(src_path, dst_path, recursive=True)
+            moved = True
+    return aside if moved else None
 
 
 def resolve(url: str, step: int | None = None) -> str:
@@ -180,13 +251,18 @@ class Checkpointer:
 
     def save(self, step: int, app_state: dict[str, Any], train_state: dict[str, Any] | None) -> str:
         """Every rank calls this (collective). `train_state` is written by the rank that passes it."""
-        import time
-
         import torch.distributed.checkpoint as dcp
 
         self.wait()
         url = checkpoint_url(self.out, step)
         if train_state is not None:
+            # Rewriting a step that exists (a rewound pointer, a step a killed run saved): its old
+            # .metadata goes first, so a kill mid-rewrite leaves an incomplete folder, not old
+            # metadata over new shards. Rank 0 writes .metadata only after every rank's shards.
+            meta = storage.join(url, ".metadata")
+            if storage.exists(meta):
+                fs, path = storage.fs_and_path(meta)
+                fs.rm(path)
             storage.write_json(storage.join(url, TRAIN_STATE), train_state)
         t = time.perf_counter()
         if self.async_save:
@@ -217,6 +293,31 @@ class Checkpointer:
     def close(self) -> None:
         """Finish what is in flight and free the staging copy."""
         self.wait()
+        self._free_stager()
+
+    def close_after_error(self, timeout_s: float = 600.0) -> None:
+        """When training raised: an async save in flight that finishes is still recorded (pointer,
+        pruning); one that fails or hangs is left unrecorded. Never raises over the first error, and
+        never waits at a barrier: the other ranks may be gone."""
+        pending, self._pending = self._pending, None
+        try:
+            if pending is not None:
+                fut, step = pending
+                try:
+                    fut.result(timeout=timeout_s)
+                except Exception as err:  # noqa: BLE001 - the training error is the one to report
+                    log.warning(f"train: the checkpoint of step {step} did not finish ({err!r}); not recorded")
+                    return
+                # On rank 0 the future ends after DCP's finish(), which wrote .metadata once every
+                # rank's shards were stored: the folder is whole, the pointer may move.
+                if not dist.is_initialized() or dist.get_rank() == 0:
+                    self._record(step)
+                    log.info(f"train: checkpoint of step {step} finished after the error; recorded")
+        finally:
+            with contextlib.suppress(Exception):
+                self._free_stager()
+
+    def _free_stager(self) -> None:
         if self._stager is not None:
             self._stager.close()
             self._stager = None
@@ -224,19 +325,25 @@ class Checkpointer:
     def _commit(self, step: int) -> None:
         main = not dist.is_initialized() or dist.get_rank() == 0
         if main:  # rank 0's .metadata is DCP's last write: every rank's shards are on storage
-            storage.write_bytes(storage.join(checkpoint_dir(self.out), LATEST), f"step-{step:08d}\n".encode())
-            self._prune(step)
+            self._record(step)
         if dist.is_initialized():
             dist.barrier(group=self._group)
 
+    def _record(self, step: int) -> None:
+        storage.write_bytes(storage.join(checkpoint_dir(self.out), LATEST), f"step-{step:08d}\n".encode())
+        self._prune(step)
+
     def _prune(self, newest: int) -> None:
+        """Keep the `keep` newest complete folders up to `newest` (the save just recorded); remove
+        older ones and older incomplete leftovers. Folders after `newest` are never touched: a run
+        resumed from an earlier step (a rewound or lost pointer) must not destroy later progress."""
+        folders = _folders(self.out)
+        complete = sorted(s for s, names in folders.items() if s <= newest and _complete(names))
+        keep = set(complete[-self.keep:]) | {newest}
         fs, _ = storage.fs_and_path(checkpoint_dir(self.out))
-        complete = [s for s in steps_saved(self.out) if s <= newest]
-        keep = set(complete[-self.keep:])
-        for path in storage.glob(checkpoint_dir(self.out), "step-*"):
-            m = _STEP_DIR.search(path.rstrip("/"))
-            if m and int(m.group(1)) not in keep and int(m.group(1)) != newest:
-                fs.rm(path, recursive=True)
+        for s in sorted(folders):
+            if s < newest and s not in keep:
+                fs.rm(storage.fs_and_path(checkpoint_url(self.out, s))[1], recursive=True)
 
 
 def load_into(ckpt: str, app_state: dict[str, Any]) -> None:

@@ -131,6 +131,9 @@ class TrainConfig(Strict):
     ckpt_every: int = Field(1000, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     async_checkpoint: bool = False  # DCP async_save: training goes on while shards are written
+    # True: move the run's checkpoints, log and config aside (<out>/before-restart-<time>/) and start at
+    # step 0. Every launch with it set does so again: give it for one launch (`uvd train --restart`).
+    restart: bool = False
     peak_flops: float | None = None  # per device, for MFU; None: known GPUs, or measured on CPU
 
 

@@ -194,8 +194,10 @@ def accumulation(cfg: Config, world: int, saved_global_batch: int | None = None)
 def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
     """Train to cfg.train.steps (or stop after `stop_after` steps of this run, checkpointing).
 
-    Resumes from <out>/checkpoints/latest when there is one. Returns the per-step records
-    (loss after all-reduce, lr, tokens/s, MFU) of the steps this call ran.
+    Resumes from the run's checkpoint (checkpoint.latest: the pointer, else the newest complete
+    folder) when there is one; with `train.restart` the old checkpoints, log and config are moved
+    aside first and the run starts at step 0. Returns the per-step records (loss after all-reduce,
+    lr, tokens/s, MFU) of the steps this call ran.
     """
     want_cuda = cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available())
     d = setup_distributed("cuda" if want_cuda else "cpu")
@@ -205,6 +207,14 @@ def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     random.seed(cfg.train.seed + d.rank)
+
+    if cfg.train.restart:
+        if d.main:
+            aside = checkpoint.move_aside(cfg.train.out)
+            if aside:
+                log.info(f"train: --restart: the previous checkpoints, log and config moved to {aside}")
+        if dist.is_initialized():
+            dist.barrier()  # no rank looks for a checkpoint before they are gone
 
     model = Transformer(ModelArgs.from_config(cfg.model)).to(device)
     flops_per_token = model.flops_per_token(cfg.data.seq_len)
@@ -241,60 +251,68 @@ def train(cfg: Config, stop_after: int | None = None) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     tokens_per_step = global_batch * cfg.data.seq_len
     last_step = cfg.train.steps if stop_after is None else min(cfg.train.steps, step + stop_after)
-    t_last = time.perf_counter()
     bar = progress_bar(last_step - step, "train", "step") if d.main else None  # items: tokens
-    while step < last_step:
-        lr = lr_at(step, cfg)
-        for group in optim.param_groups:
-            group["lr"] = lr
-        total = torch.zeros((), device=device)
-        for micro in range(grad_accum):
-            batch = next(loader).to(device, non_blocking=True).long()
-            x, y = batch[:, :-1], batch[:, 1:]
-            sync = micro == grad_accum - 1
-            if hasattr(wrapped, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter only on the last
-                wrapped.set_requires_gradient_sync(sync)
-                ctx = contextlib.nullcontext()
-            else:  # DDP (no_sync) or a single process (nothing to sync)
-                ctx = wrapped.no_sync() if not sync and hasattr(wrapped, "no_sync") else contextlib.nullcontext()
-            amp = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
-            # One `with` for forward and backward: DDP's no_sync() is a one-shot context manager
-            # (entering it twice raised on every DDP run with accumulation) and must span both.
-            with ctx:
-                with amp:
-                    loss = loss_fn(compiled(x), y, cfg.data.pad_id) / grad_accum
-                loss.backward()
-            total += loss.detach()
-        grad_norm = None
-        if cfg.optim.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), cfg.optim.grad_clip)
-        optim.step()
-        optim.zero_grad(set_to_none=True)
-        step += 1
-        if d.world > 1:
-            dist.all_reduce(total, op=dist.ReduceOp.AVG)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        now = time.perf_counter()
-        tps = tokens_per_step / (now - t_last)
-        t_last = now
-        record = {"step": step, "loss": float(total), "lr": lr, "tokens_per_s": tps,
-                  "mfu": flops_per_token * tps / (peak * d.world)}
-        if grad_norm is not None:
-            record["grad_norm"] = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-        records.append(record)
+    finished = False
+    try:
+        t_last = time.perf_counter()
+        while step < last_step:
+            lr = lr_at(step, cfg)
+            for group in optim.param_groups:
+                group["lr"] = lr
+            total = torch.zeros((), device=device)
+            for micro in range(grad_accum):
+                batch = next(loader).to(device, non_blocking=True).long()
+                x, y = batch[:, :-1], batch[:, 1:]
+                sync = micro == grad_accum - 1
+                if hasattr(wrapped, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter only on the last
+                    wrapped.set_requires_gradient_sync(sync)
+                    ctx = contextlib.nullcontext()
+                else:  # DDP (no_sync) or a single process (nothing to sync)
+                    ctx = wrapped.no_sync() if not sync and hasattr(wrapped, "no_sync") else contextlib.nullcontext()
+                amp = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+                # One `with` for forward and backward: DDP's no_sync() is a one-shot context manager
+                # (entering it twice raised on every DDP run with accumulation) and must span both.
+                with ctx:
+                    with amp:
+                        loss = loss_fn(compiled(x), y, cfg.data.pad_id) / grad_accum
+                    loss.backward()
+                total += loss.detach()
+            grad_norm = None
+            if cfg.optim.grad_clip > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), cfg.optim.grad_clip)
+            optim.step()
+            optim.zero_grad(set_to_none=True)
+            step += 1
+            if d.world > 1:
+                dist.all_reduce(total, op=dist.ReduceOp.AVG)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            now = time.perf_counter()
+            tps = tokens_per_step / (now - t_last)
+            t_last = now
+            record = {"step": step, "loss": float(total), "lr": lr, "tokens_per_s": tps,
+                      "mfu": flops_per_token * tps / (peak * d.world)}
+            if grad_norm is not None:
+                record["grad_norm"] = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+            records.append(record)
+            if bar is not None:
+                bar.update(1, items=tokens_per_step)
+            if step % cfg.train.log_every == 0 or step == last_step:
+                logger.log(record)
+            if step % cfg.train.ckpt_every == 0 or step == last_step:
+                save_checkpoint(cfg, d, wrapped, optim, loader, step, ckpt, global_batch)
+                logger.flush()
+                t_last = time.perf_counter()  # saving is not training time
+        finished = True
+    finally:
+        if finished:
+            ckpt.close()  # the last save committed, its staging copy freed
+        else:  # an async save that finished is recorded even so: never lose a checkpoint to a later error
+            ckpt.close_after_error()
+        with contextlib.nullcontext() if finished else contextlib.suppress(Exception):
+            logger.flush()  # after an error, never instead of it
         if bar is not None:
-            bar.update(1, items=tokens_per_step)
-        if step % cfg.train.log_every == 0 or step == last_step:
-            logger.log(record)
-        if step % cfg.train.ckpt_every == 0 or step == last_step:
-            save_checkpoint(cfg, d, wrapped, optim, loader, step, ckpt, global_batch)
-            logger.flush()
-            t_last = time.perf_counter()  # saving is not training time
-    ckpt.close()  # the last save committed, its staging copy freed
-    logger.flush()
-    if bar is not None:
-        bar.close()
+            bar.close()
     if dist.is_initialized():
         dist.barrier()
     return records
@@ -326,9 +344,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override config values, e.g. train.steps=200 data.tokens=[out/demo/build]")
     p.add_argument("--stop-after", type=int, help="run at most this many steps now (checkpoint, resume later)")
+    p.add_argument("--restart", action="store_true",
+                   help="start at step 0 although the run folder has checkpoints: they, log.jsonl and config.json "
+                        "are moved to <out>/before-restart-<UTC time>/ first (nothing is deleted)")
     args = p.parse_args(argv)
     try:
-        cfg = load_train_config(args.config, parse_overrides(args.set))
+        overrides = parse_overrides(args.set)
+        if args.restart:
+            overrides["train.restart"] = True
+        cfg = load_train_config(args.config, overrides)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2

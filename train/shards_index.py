@@ -1,89 +1,141 @@
-"""Which token shards exist (committed ones only) and how their rows split into pieces per group.
+"""Which token shards exist (committed ones of the plan only) and how their rows split into pieces per group.
 
 A *piece* is at most `piece_rows` sentences of one row group belonging to one mixture group;
-pieces are the unit the stream deals out to ranks and DataLoader workers.
+pieces are the unit the stream deals out to ranks and DataLoader workers (train/piece_table.py).
+
+The index is built from the tokenize job's index table (tokenize_job/token_index.py: rows, row
+groups, groups of rows per (source, task) for every shard), the units table and ONE listing of
+the folder (to confirm what exists, and at what size): no shard footer is opened. Shards without
+a row in that table (written by an older version, or copied in) are described from their footers,
+read in parallel on a bounded pool. The build's dedup table is read once per build; only shards
+tokenized under another dedup table than today's pay a read of their `sentence_id` column.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import posixpath
-from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tokenize_job.token_index import dedup_key, entry_from_footer, read_index, rows_by_group
+from train.piece_table import Piece, PieceList, TokenIndex
 from uvd import storage
 from uvd.dedup import build_root, dropped_ids
 from uvd.layout import relative, stats_file
-from uvd.manifest import read_manifest, read_units
-from uvd.schema import read_metadata
+from uvd.manifest import read_manifest, read_units_table
 from uvd.shards import open_parquet
-from uvd.storage import fs_and_path
+from uvd.storage import fs_and_path, parallel_map
 
+__all__ = ["Piece", "PieceList", "TokenIndex", "build_index", "find_token_shards", "locate_token_shards"]
 
-@dataclass(frozen=True)
-class Piece:
-    shard: int  # index into TokenIndex.shards
-    row_group: int
-    rows: tuple[int, int] | np.ndarray  # a contiguous [start, stop) or explicit row numbers
-
-    def __len__(self) -> int:
-        if isinstance(self.rows, tuple):
-            return self.rows[1] - self.rows[0]
-        return len(self.rows)
-
-    def row_numbers(self) -> np.ndarray:
-        if isinstance(self.rows, tuple):
-            return np.arange(self.rows[0], self.rows[1], dtype=np.int64)
-        return self.rows
-
-
-@dataclass
-class TokenIndex:
-    shards: list[str]
-    groups: dict[str, list[Piece]] = field(default_factory=dict)
-    rows: dict[str, int] = field(default_factory=dict)  # sentences per group
-    fingerprint: str = ""
+log = logging.getLogger(__name__)
+FOOTER_THREADS = 16  # footers of shards without an index row, read at once (object-store latency)
 
 
 def find_token_shards(roots: list[str]) -> list[str]:
-    """Committed token shards (a `.stats.json` beside them) under each root, sorted.
+    """Committed token shards (a `.stats.json` beside them) under each root, sorted (see locate_token_shards)."""
+    return locate_token_shards(roots)[0]
+
+
+def locate_token_shards(roots: list[str]) -> tuple[list[str], list[dict[str, Any] | None]]:
+    """(committed token shards under each root, sorted; each one's index-table row or None).
 
     A root may be a tokenizer folder (<out>/tokens/<id>), a build output (<out>, holding exactly
     one tokenizer's tokens), one source folder, or a single .parquet file. A tokenizer folder's
-    manifest (manifest/units.parquet) lists its shards; without one, committed parts are found by glob. All roots
-    must come from one tokenizer: codes of two tokenizers mean different things.
+    manifest (manifest/units.parquet) lists its shards, and only the units of the build's current
+    plan count (a token shard whose sentence unit the build's units table no longer lists as done
+    is left out); without a manifest, committed parts are found by glob. All roots must come from
+    one tokenizer: codes of two tokenizers mean different things.
     """
-    found: set[str] = set()
+    found: dict[str, dict[str, Any] | None] = {}
     tokenizers: dict[str, str] = {}
     for root in roots:
         if root.endswith(".parquet"):
-            candidates = [root]
+            committed = {root: None} if storage.exists(stats_file(root)) else {}
         else:
             root = _tokenizer_folder(root)
-            candidates, tokenizer = _listed_shards(root)
+            committed, tokenizer = _committed_in(root)
             if tokenizer:
                 tokenizers[root] = tokenizer
-        committed = _with_stats(root, candidates)
         if not committed:
             raise FileNotFoundError(f"no committed token shards (part-*.parquet with .stats.json) under {root}")
-        found.update(committed)
+        for url, entry in committed.items():
+            found[url] = found.get(url) or entry
     if len(set(tokenizers.values())) > 1:
         raise ValueError(f"token folders come from different tokenizers: {tokenizers}")
-    return sorted(found)
+    shards = sorted(found)
+    return shards, [found[u] for u in shards]
 
 
-def _with_stats(root: str, candidates: list[str]) -> list[str]:
-    """The candidates whose stats file (commit marker) exists: one listing of the root, not a probe each."""
-    listed = set(storage.list_names(root)) if not root.endswith(".parquet") else set()
-    found = []
-    for c in candidates:
-        rel = relative(root, stats_file(c))
-        if rel in listed or (rel == stats_file(c) and storage.exists(stats_file(c))):
-            found.append(c)
-    return found
+def _committed_in(root: str) -> tuple[dict[str, dict[str, Any] | None], str | None]:
+    """Shard URL → index row (None: none usable) of the committed shards under a folder, with
+    its tokenizer id: the manifest's units and index tables and one listing, else a glob."""
+    man = read_manifest(root)
+    if not (man and man.get("kind") == "tokens"):
+        listed = storage.list_files(root)  # one listing: what exists
+        candidates = [rel for rel in listed if rel.endswith(".parquet") and _is_part(rel)]
+        return {storage.join(root, rel): None for rel in sorted(candidates)
+                if relative(root, stats_file(storage.join(root, rel))) in listed}, None
+    units = read_units_table(root, ["dataset", "unit", "status"])
+    done = [] if units is None else [
+        (d, u) for d, u, st in zip(*(units.column(c).to_pylist() for c in ("dataset", "unit", "status"))) if st == "done"]
+    plan = _build_plan(man.get("sentences_url"))
+    if plan is not None:
+        outside = [k for k in done if k not in plan]
+        if outside:
+            log.warning(f"train: {len(outside)} token shard(s) under {root} belong to units outside the build's "
+                        f"current plan (e.g. {outside[0][0]}/{outside[0][1]}): not trained on")
+            done = [k for k in done if k in plan]
+    listed = _list_datasets(root, sorted({d for d, _ in done}))  # one listing: what exists, at what size
+    index = read_index(root)
+    by_key = {(e["dataset"], e["unit"]): e for e in (index.to_pylist() if index is not None else [])}
+    found: dict[str, dict[str, Any] | None] = {}
+    missing = []
+    for dataset, unit in done:
+        rel = f"{dataset}/part-{unit}.parquet"
+        shard = listed.get(rel)
+        if shard is None or f"{dataset}/part-{unit}.stats.json" not in listed:
+            missing.append(rel)
+            continue
+        entry = by_key.get((dataset, unit))
+        # A row vouches only for the file it describes: another size means the shard was rewritten.
+        found[storage.join(root, rel)] = entry if entry is not None and entry["bytes"] == shard.size else None
+    if missing:  # never read: a shard without its marker may be half-rewritten
+        log.warning(f"train: {root}: {len(missing)} token shard(s) of its units table are missing or uncommitted "
+                    f"(e.g. {missing[0]}), left out: run `uvd tokenize` again to redo them")
+    return found, (man.get("tokenizer") or {}).get("tokenizer_id")
+
+
+def _list_datasets(root: str, datasets: list[str]) -> dict[str, storage.Listed]:
+    """The files of the dataset folders under `root` by name relative to it: one listing each (the
+    audit folder, as many files again, is not listed)."""
+    out: dict[str, storage.Listed] = {}
+    for ds, files in zip(datasets, parallel_map(lambda ds: storage.list_files(storage.join(root, ds)), datasets)):
+        out.update({f"{ds}/{rel}": v for rel, v in files.items()})
+    return out
+
+
+def _is_part(rel: str) -> bool:
+    parts = rel.split("/")
+    return len(parts) <= 2 and parts[-1].startswith("part-") and (len(parts) == 1 or parts[0] not in ("audit", "manifest"))
+
+
+def _build_plan(sentences_url: str | None) -> set[tuple[str, str]] | None:
+    """(dataset, unit) of the build's done units from its units table; None when it cannot be read."""
+    if not sentences_url:
+        return None
+    try:
+        table = read_units_table(sentences_url, ["dataset", "unit", "status"])
+    except Exception:  # noqa: BLE001 - the build may have moved: its tokens folder still stands alone
+        return None
+    if table is None:
+        return None
+    return {(d, u) for d, u, st in zip(*(table.column(c).to_pylist() for c in ("dataset", "unit", "status")))
+            if st == "done"}
 
 
 def _tokenizer_folder(root: str) -> str:
@@ -97,63 +149,64 @@ def _tokenizer_folder(root: str) -> str:
     return folders[0]
 
 
-def _listed_shards(root: str) -> tuple[list[str], str | None]:
-    """(shard URLs, tokenizer id) from the folder's manifest (manifest/units.parquet), else by glob."""
-    man = read_manifest(root)
-    if man and man.get("kind") == "tokens":
-        # Listed by unit; a copied folder keeps the layout, so paths are resolved under this root.
-        shards = [storage.join(root, r["dataset"], f"part-{r['unit']}.parquet")
-                  for r in read_units(root) if r["status"] == "done"]
-        return shards, (man.get("tokenizer") or {}).get("tokenizer_id")
-    return storage.glob(root, "*/part-*.parquet") + storage.glob(root, "part-*.parquet"), None
-
-
-def _group_keys(table: pa.Table, by: str | None) -> tuple[list[str], np.ndarray]:
-    """The distinct group names of a row group and each row's code into them."""
-    if by is None:
-        return ["all"], np.zeros(table.num_rows, np.int64)
-    cols = ["source", "task"] if by == "source_task" else [by]
-    names: list[list[str]] = []
-    codes: list[np.ndarray] = []
-    for c in cols:
-        arr = table.column(c).combine_chunks()
-        if not pa.types.is_dictionary(arr.type):
-            arr = arr.dictionary_encode()
-        names.append(arr.dictionary.to_pylist())
-        codes.append(arr.indices.to_numpy(zero_copy_only=False).astype(np.int64))
-    if len(cols) == 1:
-        return names[0], codes[0]
-    width = len(names[1])
-    combined = codes[0] * width + codes[1]
-    keys = [f"{a}/{b}" for a in names[0] for b in names[1]]
-    return keys, combined
-
-
 def build_index(roots: list[str], by: str | None, piece_rows: int) -> TokenIndex:
-    shards = find_token_shards(roots)
+    shards, entries = locate_token_shards(roots)
+    unknown = [i for i, e in enumerate(entries) if e is None]
+    if unknown:  # older outputs: their footers, in parallel
+        log.info(f"train: {len(unknown)} of {len(shards)} token shards have no index row; reading their footers")
+        for i, e in zip(unknown, parallel_map(lambda i: entry_from_footer(shards[i]), unknown, FOOTER_THREADS)):
+            entries[i] = e
+    kept = _dedup_reads(shards, entries)
     index = TokenIndex(shards)
     h = hashlib.sha256()
-    for si, url in enumerate(shards):
-        with open_parquet(url) as pf:
-            if "tokens" not in pf.schema_arrow.names:
-                raise ValueError(f"{url}: not a token shard (no `tokens` column)")
-            skip = dropped_ids(build_root(read_metadata(pf.schema_arrow).get("sentences", "")))
-            for rg in range(pf.num_row_groups):
-                n = pf.metadata.row_group(rg).num_rows
-                h.update(json.dumps([url, rg, n]).encode())
-                kept = _not_dropped(pf, rg, skip)  # content duplicates in <build>/dedup are never streamed
-                if kept is not None:
-                    h.update(json.dumps(kept.tolist()).encode())
-                if by is None:
-                    _add(index, "all", si, rg, kept, n, piece_rows)
-                    continue
-                names, codes = _group_keys(pf.read_row_group(rg, columns=["source", "task"], use_threads=False), by)
-                for code in np.unique(codes):
-                    rows = np.flatnonzero(codes == code)
-                    _add(index, names[int(code)], si, rg, rows if kept is None else np.intersect1d(rows, kept), n,
-                         piece_rows)
+    for si, (url, e) in enumerate(zip(shards, entries)):
+        prefix = f"[{json.dumps(url)}, "
+        groups = rows_by_group(e, by)
+        for rg, n in enumerate(e["row_groups"]):
+            h.update(f"{prefix}{rg}, {n}]".encode())  # = json.dumps([url, rg, n]): fingerprints stay as they were
+            keep = kept.get((si, rg))  # content duplicates in <build>/dedup are never streamed
+            if keep is not None:
+                h.update(json.dumps(keep.tolist()).encode())
+            if by is None:
+                index.add("all", si, rg, keep, n, piece_rows)
+                continue
+            for name, rows in groups.get(rg, []):
+                rows = np.arange(n, dtype=np.int64) if rows is None else rows
+                index.add(name, si, rg, rows if keep is None else np.intersect1d(rows, keep), n, piece_rows)
     index.fingerprint = h.hexdigest()[:16]
-    return index
+    return index.finish()
+
+
+def _dedup_reads(shards: list[str], entries: list[dict[str, Any]]) -> dict[tuple[int, int], np.ndarray]:
+    """(shard, row group) → rows not dropped, where a row group holds dropped ids. Each build's dedup
+    table is read once; a shard tokenized under today's table holds none of its ids (the tokenize
+    job skipped them) and is not read: only the others pay a `sentence_id` column read."""
+    skips: dict[str, tuple[set[str], str]] = {}
+    check = []
+    for si, e in enumerate(entries):
+        build = build_root(e.get("sentences") or "")
+        if build not in skips:
+            skip = dropped_ids(build) if build else set()
+            skips[build] = (skip, dedup_key(skip))
+        skip, key = skips[build]
+        if skip and e.get("dedup") != key:
+            check.append((si, skip))
+
+    def read(item: tuple[int, set[str]]) -> list[tuple[int, np.ndarray]]:
+        si, skip = item
+        out = []
+        with open_parquet(shards[si]) as pf:
+            for rg in range(pf.num_row_groups):
+                kept = _not_dropped(pf, rg, skip)
+                if kept is not None:
+                    out.append((rg, kept))
+        return out
+
+    found: dict[tuple[int, int], np.ndarray] = {}
+    for (si, _), parts in zip(check, parallel_map(read, check, FOOTER_THREADS)):
+        for rg, kept in parts:
+            found[(si, rg)] = kept
+    return found
 
 
 def _not_dropped(pf: pq.ParquetFile, rg: int, skip: set[str]) -> np.ndarray | None:
@@ -164,17 +217,3 @@ def _not_dropped(pf: pq.ParquetFile, rg: int, skip: set[str]) -> np.ndarray | No
     if not skip.intersection(ids):
         return None
     return np.array([i for i, sid in enumerate(ids) if sid not in skip], dtype=np.int64)
-
-
-def _add(index: TokenIndex, group: str, shard: int, rg: int, rows: np.ndarray | None, n: int, piece_rows: int) -> None:
-    pieces = index.groups.setdefault(group, [])
-    if rows is not None and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
-        n, start, rows = len(rows), int(rows[0]), None  # contiguous: keep only the range
-    else:
-        start = 0
-    total = n if rows is None else len(rows)
-    for lo in range(0, total, piece_rows):
-        hi = min(total, lo + piece_rows)
-        span = (start + lo, start + hi) if rows is None else rows[lo:hi].copy()
-        pieces.append(Piece(shard, rg, span))
-    index.rows[group] = index.rows.get(group, 0) + total

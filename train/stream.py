@@ -308,13 +308,40 @@ def _as_is(item: Any) -> Any:
     return item
 
 
+def shared_index(cfg: DataConfig, rank: int, world: int) -> TokenIndex:
+    """The token index, built once per job: rank 0 builds it and broadcasts it (Arrow IPC) to the
+    others, so N ranks cost one listing and one read of the index table, not N."""
+    import torch.distributed as dist
+
+    def build() -> TokenIndex:
+        return build_index(cfg.tokens, cfg.mixture.by if cfg.mixture else None, cfg.piece_rows)
+
+    if world == 1 or not dist.is_initialized():
+        return build()
+    box: list[Any] = [None]
+    failed: Exception | None = None
+    if rank == 0:
+        try:
+            box[0] = build().to_bytes()
+        except Exception as err:  # noqa: BLE001 - every rank ends with rank 0's error; none waits for ever
+            failed, box[0] = err, (type(err).__name__, str(err))
+    dist.broadcast_object_list(box, src=0)
+    if failed is not None:
+        raise failed
+    if isinstance(box[0], tuple):
+        raise (FileNotFoundError if box[0][0] == "FileNotFoundError" else ValueError)(f"rank 0: {box[0][1]}")
+    return TokenIndex.from_bytes(box[0])
+
+
 class TokenLoader:
     """A rank's batches through a DataLoader, with the position of every worker for resuming."""
 
     def __init__(self, cfg: DataConfig, seed: int, rank: int, world: int, batch_size: int,
                  index: TokenIndex | None = None) -> None:
         self.cfg = cfg
-        self.index = index or build_index(cfg.tokens, cfg.mixture.by if cfg.mixture else None, cfg.piece_rows)
+        self.index = index or shared_index(cfg, rank, world)
+        if cfg.num_workers > 0:
+            self.index.spill()  # workers memory-map it instead of unpickling a copy each
         self.dataset = TokenDataset(self.index, cfg, seed, rank, world, batch_size)
         self.workers = max(1, cfg.num_workers)
         self.meta = {"version": STATE_VERSION, "seed": seed, "world": world, "workers": self.workers,

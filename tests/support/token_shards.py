@@ -1,13 +1,15 @@
 """Token shards for the training tests, written the way the tokenize job writes them."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from uvd.layout import stats_file
+from tokenize_job.token_index import IndexingShardWriter, write_index
+from uvd.layout import UnitLayout, stats_file
+from uvd.manifest import unit_row, write_manifest
 from uvd.schema import TOKEN_SCHEMA
-from uvd.shards import ShardWriter
 from uvd.storage import write_json
 
 TOKENS_PER_IMAGE = 256
@@ -22,16 +24,23 @@ def pattern_tokens(rng: np.random.Generator, num_images: int, period: int = 64) 
 
 def write_token_shards(root: Path, source: str, units: int, sentences_per_unit: int, *, task: str = "image",
                        tasks: list[str] | None = None, images: tuple[int, int] = (1, 4), seed: int = 0,
-                       row_group_rows: int = 0) -> list[dict]:
-    """<root>/<source>/part-<unit>.parquet (+ .stats.json); returns the rows written, in order."""
+                       row_group_rows: int = 0, sentences: str = "", dedup: str | None = None,
+                       entries: list[dict] | None = None) -> list[dict]:
+    """<root>/<source>/part-<unit>.parquet (+ .stats.json); returns the rows written, in order.
+
+    `sentences` names the sentence build they claim to come from (its dedup table then applies);
+    `entries` collects each shard's index row as the tokenize job's writer makes it, with `dedup`
+    as the dedup key it claims to have been tokenized under."""
     rng = np.random.default_rng([seed, len(source)])
     written: list[dict] = []
     for u in range(units):
         url = str(root / source / f"part-{u:05d}.parquet")
         # A tiny row-group size gives several row groups per file, as large real shards have.
         nbytes = 1 if row_group_rows else 0
-        writer = ShardWriter(url, TOKEN_SCHEMA, "tokens", {"tokenizer": "test"},
-                             row_group_bytes=(row_group_rows if row_group_rows else 32 << 20))
+        meta = {"tokenizer": "test", "tokenizer_id": "test-tok",
+                **({"sentences": f"{sentences}/sentences/{source}/part-{u:05d}.parquet"} if sentences else {})}
+        writer = IndexingShardWriter(url, TOKEN_SCHEMA, "tokens", meta,
+                                     row_group_rows if row_group_rows else 32 << 20, source, f"{u:05d}", dedup)
         for i in range(sentences_per_unit):
             n = int(rng.integers(images[0], images[1] + 1))
             row = {"sentence_id": f"{source}-{u}-{i}", "source": source,
@@ -42,7 +51,34 @@ def write_token_shards(root: Path, source: str, units: int, sentences_per_unit: 
         info = writer.close()
         write_json(stats_file(url), {"shard": {"path": url, "rows": info.rows, "bytes": info.bytes,
                                                "sha256": info.sha256}, "sentences": info.rows})
+        if entries is not None:
+            entries.append({**writer.entry, "dataset": source, "unit": f"{u:05d}",
+                            "shard": {"path": f"{source}/part-{u:05d}.parquet", "rows": info.rows,
+                                      "bytes": info.bytes, "sha256": info.sha256}})
     return written
+
+
+@dataclass(frozen=True)
+class _Unit:
+    dataset: str
+    unit: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}/{self.unit}"
+
+
+def write_tokens_manifest(root: Path, entries: list[dict], sentences_url: str = "", index: bool = True) -> None:
+    """What the tokenize job writes at the end of a run for these shards: manifest.json, the units
+    table and (unless `index` is false) the index table."""
+    units = sorted((_Unit(e["dataset"], e["unit"]) for e in entries), key=lambda u: (u.dataset, u.unit))
+    by_name = {f"{e['dataset']}/{e['unit']}": e for e in entries}
+    done = {u.name: unit_row(u.dataset, u.unit, {"sentences": by_name[u.name]["rows"], "shard": by_name[u.name]["shard"]},
+                             {}) for u in units}
+    write_manifest(UnitLayout.tokens(str(root)), {"kind": "tokens", "tokenizer": {"tokenizer_id": "test-tok"},
+                                                  "sentences_url": sentences_url}, units, done)
+    if index:
+        write_index(str(root), [{k: v for k, v in e.items() if k != "shard"} for e in entries])
 
 
 def video_token_build(root: Path) -> Path:
