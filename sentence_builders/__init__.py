@@ -7,4 +7,5 @@ BUILTIN: dict[str, str] = {
     "category": "sentence_builders.category:CategoryBuilder",
     "pairs": "sentence_builders.pairs:PairsBuilder",
     "tuple": "sentence_builders.tuple:TupleBuilder",
+    "multitask": "sentence_builders.multitask:MultitaskBuilder",
 }

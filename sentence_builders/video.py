@@ -24,7 +24,7 @@ class VideoClipBuilder(Builder):
                       "indices": indices}
             yield VisualSentence(
                 sentence_id=self.ctx.sentence_id([item.item_id], recipe),
-                source=self.ctx.dataset, task="video", layout="sequence",
+                source=self.ctx.dataset, task=item.annotations.get("task", "video"), layout="sequence",
                 images=[self.ctx.photo(item.images[position[i]]) for i in indices],
                 meta={"dataset": self.ctx.dataset, "item_id": item.item_id, **item.provenance,
                       "frame_indices": indices, "stride": clip["stride"],

@@ -6,5 +6,6 @@ BUILTIN: dict[str, str] = {
     "video": "sources.video:VideoSource", "annotated_video": "sources.annotated_video:AnnotatedVideoSource",
     "objaverse": "sources.objaverse:ObjaverseSource",
     "coco": "sources.coco:CocoSource", "mpii": "sources.mpii:MpiiSource", "pose_video": "sources.pose_video:PoseVideoSource",
+    "co3d": "sources.co3d:Co3dSource",
     "segmentation": "sources.segmentation:SegmentationSource", "depth": "sources.depth:DepthSource", "paired": "sources.paired:PairedSource",
 }

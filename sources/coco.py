@@ -313,6 +313,7 @@ def _unit_categories(index: CocoIndex, used: list[set[int]]) -> list[list[Any]]:
 class CocoSource(Source):
     name = "coco"
     Options = CocoOptions
+    item_key = "images"  # one entry per item: the planner may regroup them (uvd/regroup.py)
 
     def plan(self, items_per_unit: int) -> list[dict[str, Any]]:
         index = CocoIndex(self.options.annotations, self.options.max_annotation_bytes)

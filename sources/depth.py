@@ -117,6 +117,7 @@ class DepthSource(Source):
 
     name = "depth"
     Options = DepthOptions
+    item_key = "items"  # one entry per item: the planner may regroup them (uvd/regroup.py)
 
     def plan(self, items_per_unit: int) -> list[dict[str, Any]]:
         o = self.options

@@ -34,6 +34,7 @@ class ImageFolderSource(Source):
 
     name = "image_folder"
     Options = ImageFolderOptions
+    item_key = "files"  # one entry per item: the planner may regroup them (uvd/regroup.py)
 
     def _entries(self) -> list[tuple[str, str, str]]:
         """(item_id, path, label), sorted by item id."""

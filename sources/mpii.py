@@ -88,6 +88,7 @@ def _numbers(values: Any, n: int) -> bool:
 class MpiiSource(Source):
     name = "mpii"
     Options = MpiiOptions
+    item_key = "images"  # one entry per item: the planner may regroup them (uvd/regroup.py)
 
     def plan(self, items_per_unit: int) -> list[dict[str, Any]]:
         people = load_people(self.options.annotations, self.options.max_annotation_bytes)

@@ -66,6 +66,7 @@ class PairedSource(Source):
 
     name = "paired"
     Options = PairedOptions
+    item_key = "items"  # one entry per item: the planner may regroup them (uvd/regroup.py)
 
     def plan(self, items_per_unit: int) -> list[dict[str, Any]]:
         o = self.options

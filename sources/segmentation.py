@@ -65,6 +65,7 @@ class SegmentationSource(Source):
 
     name = "segmentation"
     Options = SegmentationOptions
+    item_key = "items"  # one entry per item: the planner may regroup them (uvd/regroup.py)
 
     def plan(self, items_per_unit: int) -> list[dict[str, Any]]:
         o = self.options

@@ -57,7 +57,7 @@ def test_task_table_resolves_names_and_refuses_unknown_ones():
 
 
 def test_pairs_groups_consecutive_items_x1_y1_x2_y2_and_audits_a_small_leftover():
-    b = PairsBuilder(PairsOptions(task="detection", pairs=2, min_pairs=2), CTX)
+    b = PairsBuilder(PairsOptions(task="detection", pairs=2, min_pairs=2, epochs=1), CTX)
     sents, failed = _drive(b, [_box_item(i) for i in range(5)])
     assert [s.item_ids for s in sents] == [["img00", "img01"], ["img02", "img03"]]
     s = sents[0]
@@ -71,7 +71,7 @@ def test_pairs_groups_consecutive_items_x1_y1_x2_y2_and_audits_a_small_leftover(
 
 
 def test_pairs_default_is_8_pairs_and_a_short_tail_still_makes_a_sentence():
-    b = PairsBuilder(PairsOptions(task="detection"), CTX)
+    b = PairsBuilder(PairsOptions(task="detection", epochs=1), CTX)
     sents, failed = _drive(b, [_box_item(i) for i in range(11)])
     assert [len(s.images) for s in sents] == [16, 6] and not failed
 
@@ -85,7 +85,7 @@ def test_pairs_bad_item_fails_alone_and_does_not_break_its_group():
 
 
 def test_pairs_respects_the_build_image_limit():
-    b = PairsBuilder(PairsOptions(task="detection", pairs=8), BuildContext(dataset="t", max_images=6))
+    b = PairsBuilder(PairsOptions(task="detection", pairs=8, epochs=1), BuildContext(dataset="t", max_images=6))
     sents, _ = _drive(b, [_box_item(i) for i in range(6)])
     assert [len(s.images) for s in sents] == [6, 6]
 
@@ -146,7 +146,8 @@ def test_ray_build_of_coco_pairs_and_tuple(tmp_path):
 
     src = {"annotations": str(COCO / "test_coco.json"), "images_dir": str(COCO)}
     cfg = parse_model(BuildConfig, {"out": str(tmp_path / "out"), "datasets": [
-        {"name": "pose", "source": "coco", "source_args": src, "builder": "pairs", "builder_args": {"task": "pose"}},
+        {"name": "pose", "source": "coco", "source_args": src, "builder": "pairs",
+         "builder_args": {"task": "pose", "grouping": "unit", "epochs": 1}},
         {"name": "tup", "source": "coco", "source_args": src, "builder": "tuple", "builder_args": {"tasks": ALL},
          "items_per_unit": 2},
     ]}, "test")

@@ -54,7 +54,7 @@ def test_epochs_are_deterministic_and_epoch_zero_is_the_one_epoch_build() -> Non
 
 def test_defaults_follow_lvm_and_a_too_small_unit_gives_no_repeated_group() -> None:
     assert (default_epochs("derain"), default_epochs("inpainting"), default_epochs("colorization"),
-            default_epochs("pose"), default_epochs("depth")) == (5, 5, 2, 1, 1)
+            default_epochs("pose"), default_epochs("depth"), default_epochs("instance_segmentation")) == (5, 5, 2, 5, 5, 1)
     out = build(3, pairs=8)  # derain: 5 epochs by default, but 3 items make only one group
     assert len(out) == 1 and out[0].item_ids == ["img000", "img001", "img002"]
     # A leftover below min_pairs is audited only when the item is in no sentence of any epoch.

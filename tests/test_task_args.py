@@ -11,7 +11,7 @@ from uvd.unit import make_builder
 def _builder(builder_args):
     cfg = BuildConfig.model_validate({"datasets": [{"name": "e", "source": "image_folder",
                                                     "source_args": {"root": "/"}, "builder": "pairs",
-                                                    "builder_args": builder_args}]})
+                                                    "builder_args": {"epochs": 1, **builder_args}}]})
     return make_builder(cfg, cfg.datasets[0])
 
 

@@ -7,7 +7,8 @@ from typing import Any
 from uvd import registry
 from uvd.config import BuildConfig, DatasetConfig, parse_model
 from uvd.layout import unit_name
-from uvd.unit import make_source
+from uvd.regroup import regroup
+from uvd.unit import context, make_source
 
 
 @dataclass(frozen=True, slots=True)  # 10^6 of them may be planned: no per-instance __dict__
@@ -23,10 +24,16 @@ class PlannedUnit:
 
 def plan_dataset(cfg: BuildConfig, ds: DatasetConfig) -> list[PlannedUnit]:
     # The builder's options too (e.g. a pseudo-label model file): a dataset that cannot build is not planned.
-    parse_model(registry.lookup("builder", ds.builder).Options, ds.builder_args, f"datasets[{ds.key}].builder_args")
+    builder = registry.lookup("builder", ds.builder)
+    options = parse_model(builder.Options, ds.builder_args, f"datasets[{ds.key}].builder_args")
+    ctx = context(cfg, ds)
+    grouping = builder.grouping(options, ctx)
     source = make_source(cfg, ds)
     try:
         payloads = source.plan(ds.items_per_unit)
+        if grouping is not None:  # groups drawn from the whole dataset: the units are cut from them
+            payloads = regroup(source, payloads, grouping, ds.items_per_unit,
+                               lambda epoch: ctx.rng("dataset-permutation", grouping.key, epoch))
     finally:
         source.close()
     return [PlannedUnit(ds.key, unit_name(i), p) for i, p in enumerate(payloads)]

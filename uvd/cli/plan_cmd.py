@@ -4,7 +4,9 @@ Costs are measured, not guessed: one unit of each dataset (its smallest) is buil
 scratch folder and timed; or, with `--calibrate OUT`, the stats files of an earlier build are
 used. Per item: seconds, sentences, images and bytes; scaled to every planned item.
 GPU-hours use stated assumptions (printed): the VQGAN's 216 GFLOP per image and the trainer's
-6·N FLOP per token, at a sustained fraction of a GPU's peak.
+6·N FLOP per token, at a sustained fraction of a GPU's peak. Then, per dataset, where the recipe
+differs from LVM's released scripts, and every LVM data script: planned, or NOT PLANNED and why
+(uvd/cli/lvm_diff.py).
 """
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+from uvd.cli.lvm_diff import lvm_report
 from uvd.config import BuildConfig, load_config
 from uvd.errors import ConfigError
 from uvd.layout import sentence_shard, stats_file
 from uvd.plan import PlannedUnit, plan_dataset
 from uvd.progress import progress
+from uvd.regroup import REGROUP
 from uvd.storage import exists, read_json
 from uvd.unit import run_unit
 
@@ -28,7 +32,11 @@ LVM_PARAMS = {"300M": 0.3e9, "1B": 1.0e9, "3B": 3.0e9, "7B": 7.0e9}
 
 
 def items_in(payload: dict[str, Any]) -> int:
-    """How many input items a unit payload holds: a row range, or the length of its list."""
+    """How many input items a unit payload holds: a row range, or the length of its list; a regrouped
+    unit (dataset-wide pairs) its groups' items and left-out ones, once per epoch it is in."""
+    spec = payload.get(REGROUP)
+    if isinstance(spec, dict):
+        return sum(len(g) for g in spec["groups"]) + len(spec["dropped"])
     if isinstance(payload.get("start"), int) and isinstance(payload.get("stop"), int):
         return max(0, payload["stop"] - payload["start"])
     for value in payload.values():
@@ -92,16 +100,17 @@ def report(cfg: BuildConfig, units: list[PlannedUnit], costs: dict[str, Cost], g
         rows.append((ds.key, ds.source, ds.builder, len(dus), est, c))
         for f in ("items", "seconds", "sentences", "images", "bytes"):
             setattr(totals, f, getattr(totals, f) + getattr(est, f))
-    lines = [f"{'dataset':<22}{'source/builder':<28}{'units':>7}{'items':>11}{'sentences':>11}{'images':>11}"
+    w = max([22, *(len(ds.key) + 1 for ds in cfg.datasets)])  # a long name never runs into the next column
+    lines = [f"{'dataset':<{w}}{'source/builder':<28}{'units':>7}{'items':>11}{'sentences':>11}{'images':>11}"
              f"{'tokens':>15}{'MiB':>11}{'CPU-h':>11}   measured on"]
     for key, src, bld, nu, est, c in rows + [("TOTAL", "", "", len(units), totals, None)]:
         tokens = est.images * TOKENS_PER_IMAGE + est.sentences
         # every number right-aligned with at least one space before it: columns never run together
-        lines.append(f"{key:<22}{(src + '/' + bld) if src else '':<28}{nu:>7} {est.items:>10} {est.sentences:>10} "
+        lines.append(f"{key:<{w}}{(src + '/' + bld) if src else '':<28}{nu:>7} {est.items:>10} {est.sentences:>10} "
                      f"{est.images:>10} {tokens:>14,} {est.bytes / 2**20:>10.1f} {est.seconds / 3600:>10.3g}   "
                      + (f"{c.items} items, {c.per_item('seconds') * 1000:.1f} ms/item" if c else ""))
     for key, why in missing.items():
-        lines.append(f"{key:<22}NOT PLANNED: {why.splitlines()[-1].strip()}")
+        lines.append(f"{key:<{w}}NOT PLANNED: {why.splitlines()[-1].strip()}")
     tokens = totals.images * TOKENS_PER_IMAGE + totals.sentences
     sustained = gpu_tflops * 1e12 * mfu
     tok_h = totals.images * VQGAN_GFLOP_PER_IMAGE * 1e9 / sustained / 3600
@@ -138,4 +147,5 @@ def main(argv: list[str] | None = None) -> int:
         for u in units:
             print(f"{u.name}  {items_in(u.payload)} items")
     print(report(cfg, units, measure(cfg, units, args.calibrate), args.gpu_tflops, args.mfu, missing))
+    print(lvm_report(cfg, {u.dataset for u in units}, missing))
     return 0
