@@ -54,6 +54,25 @@ def test_a_deleted_or_truncated_shard_beside_its_stats_file_is_rebuilt(backend, 
             run("s3://uvd/truncated", count)
 
 
+@pytest.mark.parametrize("trusted", [True, False])
+def test_a_deleted_or_truncated_audit_makes_its_unit_pending(tmp_path, trusted):
+    """The audit holds every input's row: a unit whose audit is gone is not done (the chaos drill found
+    a deleted audit counted as committed for ever, its items in no audit row). `trusted`: the units
+    table vouches for the stats file; otherwise the stats file is read (no units table)."""
+    out = str(tmp_path / "out")
+    assert _build(out, 4).built == 4
+    audit = tmp_path / "out" / "audit" / "tiny0"
+    (audit / "part-00002.parquet").unlink()
+    data = (audit / "part-00003.parquet").read_bytes()
+    (audit / "part-00003.parquet").write_bytes(data[: len(data) - 7])
+    if not trusted:
+        (tmp_path / "out" / "manifest" / "units.parquet").unlink()
+    again = _build(out, 4)
+    assert sorted(again.stats) == ["tiny0/00002", "tiny0/00003"]
+    assert validate(out) == []
+    assert _build(out, 4).built == 0
+
+
 def test_a_shard_rewritten_at_the_same_size_is_not_vouched_for_by_the_old_stats_file(tmp_path):
     out = str(tmp_path / "out")
     _build(out, 3)

@@ -117,18 +117,19 @@ def find_committed(layout: UnitLayout, units: list[Any], recipe_of: Callable[[An
     The table is read a batch at a time in step with the plan (it is written in plan order);
     only when the plan changed is an index of it built.
     """
-    listed = list_stats(layout, units)
+    listed = list_stats(layout, units, audits=True)
     done = Committed(layout.base)
     rows = iter_units_index(layout.base)
-    # name → (row, stats size, hash(stats version), hash(recipe), shard bytes, shard version)
-    index: dict[str, tuple[int, int, int, int, int, str]] | None = None
+    # name → (row, stats size, hash(stats version), hash(recipe), shard bytes, shard version, audit bytes)
+    index: dict[str, tuple[int, int, int, int, int, str, int]] | None = None
 
-    def known(r: tuple) -> tuple[int, int, int, int, int, str]:
-        return r[0], r[4], hash(r[5]), hash(r[6]), r[7], r[8]
+    def known(r: tuple) -> tuple[int, int, int, int, int, str, int]:
+        return r[0], r[4], hash(r[5]), hash(r[6]), r[7], r[8], r[9]
 
-    to_read: list[tuple[Any, Listed, str, Listed]] = []
+    to_read: list[tuple[Any, Listed, str, Listed, Listed]] = []
     for u in units:
         info, shard = listed.pop_unit((u.dataset, u.unit))
+        audit = listed.pop_audit((u.dataset, u.unit))
         k = None
         if index is None:
             r = next(rows, None)
@@ -138,26 +139,29 @@ def find_committed(layout: UnitLayout, units: list[Any], recipe_of: Callable[[An
                 index = {f"{x[1]}/{x[2]}": known(x) for x in itertools.chain([r] if r else [], rows) if x[3] == "done"}
         if index is not None:
             k = index.pop(u.name, None)
-        if info is None or shard is None:  # no marker, or a marker without its shard: not committed
+        # no marker, or a marker without its shard or its audit (every input's row): not committed
+        if info is None or shard is None or audit is None:
             continue
         want = recipe_json(recipe_of(u))
         if k and info.version and (k[1], k[2]) == (info.size, hash(info.version)):
-            if k[3] == hash(want) and k[4] == shard.size and (not k[5] or not shard.version or k[5] == shard.version):
+            if (k[3] == hash(want) and k[4] == shard.size and (not k[5] or not shard.version or k[5] == shard.version)
+                    and (k[6] is None or k[6] == audit.size)):
                 done[u.name] = k[0]
             continue
-        to_read.append((u, info, want, shard))
+        to_read.append((u, info, want, shard, audit))
     done.outside_plan = [f"{ds}/{unit}" for ds, unit in listed.units_left()]
     del listed, index
 
-    def read(entry: tuple[Any, Listed, str, Listed]) -> dict[str, Any] | None:
+    def read(entry: tuple[Any, Listed, str, Listed, Listed]) -> dict[str, Any] | None:
         try:
             return read_json(layout.stats(entry[0].dataset, entry[0].unit))
         except Exception:  # unreadable marker: not committed, the unit is redone
             return None
 
-    for (u, info, want, shard), st in zip(to_read, parallel_map(read, to_read, threads)):
+    for (u, info, want, shard, audit), st in zip(to_read, parallel_map(read, to_read, threads)):
         if (st is not None and recipe_json({k: st.get(k) for k in json.loads(want)}) == want
-                and (st.get("shard") or {}).get("bytes") == shard.size):
+                and (st.get("shard") or {}).get("bytes") == shard.size
+                and (st.get("audit") or {}).get("bytes") in (None, audit.size)):
             done[u.name] = unit_row(u.dataset, u.unit, st, json.loads(want), info, shard)
     if to_read:
         logger.info("read %d stats files not in the units table", len(to_read))

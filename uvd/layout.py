@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
-from uvd.storage import Listed, join, list_files
+from uvd.storage import Listed, join, list_files, parallel_map
 
 
 def unit_name(index: int) -> str:
@@ -95,8 +95,10 @@ class StatsListing(Mapping):
     (file name → Listed, stats files and shards from the same listing): a listing of 10^5 units is
     not copied under new keys. `shard(key)` is the unit's data shard as listed."""
 
-    def __init__(self, by_dataset: dict[str, dict[str, Listed]]) -> None:
+    def __init__(self, by_dataset: dict[str, dict[str, Listed]],
+                 audits: dict[str, dict[str, Listed]] | None = None) -> None:
         self._by = by_dataset
+        self._audits = audits  # audit shards by file name, when listed (list_stats(audits=True))
 
     def __getitem__(self, key: tuple[str, str]) -> Listed:
         ds, unit = key
@@ -130,15 +132,21 @@ class StatsListing(Mapping):
             return None, None
         return listing.pop(_stats_name(key[1]), None), listing.pop(_shard_name(key[1]), None)
 
+    def pop_audit(self, key: tuple[str, str]) -> Listed | None:
+        """The unit's audit shard as listed (removed from the listing); None when it is missing."""
+        listing = (self._audits or {}).get(key[0])
+        return None if listing is None else listing.pop(_shard_name(key[1]), None)
+
     def units_left(self) -> list[tuple[str, str]]:
         """(dataset, unit) of every unit with a shard or a stats file still in the listing, sorted:
         after the plan's units were popped, the units on disk outside the plan."""
         return sorted({(ds, u) for ds, listing in self._by.items() for u in map(_unit_of, listing) if u is not None})
 
 
-def list_stats(layout: UnitLayout, units: Iterable[Any]) -> StatsListing:
+def list_stats(layout: UnitLayout, units: Iterable[Any], audits: bool = False) -> StatsListing:
     """(dataset, unit) → size and version of its stats file, and of its shard (`.shard(key)`): one
-    listing per dataset folder, both kinds of file in the same pass.
+    listing per dataset folder, both kinds of file in the same pass; with `audits`, one listing of
+    each dataset's audit folder too (`.pop_audit(key)`), run beside it.
 
     `units` have `.dataset` and `.unit` (a unit "" lists a dataset whose units are unknown). A big
     folder on an object store is listed in parallel slices by unit-name prefix.
@@ -146,13 +154,20 @@ def list_stats(layout: UnitLayout, units: Iterable[Any]) -> StatsListing:
     by_dataset: dict[str, list[str]] = {}
     for u in units:
         by_dataset.setdefault(u.dataset, []).append(u.unit)
-    found = {}
-    for ds in sorted(by_dataset):
-        listing = list_files(f"{layout.data}/{ds}", _prefixes(by_dataset[ds]), suffix=(".stats.json", ".parquet"))
+    jobs = [(ds, kind) for ds in sorted(by_dataset) for kind in (("data", "audit") if audits else ("data",))]
+
+    def one(job: tuple[str, str]) -> dict[str, Listed]:
+        ds, kind = job
+        folder, suffix = (layout.data, (".stats.json", ".parquet")) if kind == "data" else (layout.audit, ".parquet")
+        listing = list_files(f"{folder}/{ds}", _prefixes(by_dataset[ds]), suffix=suffix)
         for name in [n for n in listing if "/" in n or _unit_of(n) is None]:
             del listing[name]
-        found[ds] = listing
-    return StatsListing(found)
+        return listing
+
+    found: dict[str, dict[str, dict[str, Listed]]] = {"data": {}, "audit": {}}
+    for (ds, kind), listing in zip(jobs, parallel_map(one, jobs, threads=8)):
+        found[kind][ds] = listing
+    return StatsListing(found["data"], found["audit"] if audits else None)
 
 
 def _prefixes(units: list[str], per_slice: int = 1000) -> list[str]:

@@ -91,12 +91,13 @@ def read_units_table(base: str, columns: list[str] | None = None) -> pa.Table | 
         return None
 
 
-def iter_units_index(base: str) -> Iterator[tuple[int, str, str, str, int, str, str, int, str]]:
-    """(row, dataset, unit, status, stats_size, stats_version, recipe, shard_bytes, shard_version) of
+def iter_units_index(base: str) -> Iterator[tuple[int, str, str, str, int, str, str, int, str, int]]:
+    """(row, dataset, unit, status, stats_size, stats_version, recipe, shard_bytes, shard_version, audit_bytes) of
     each row of the units table under `base`, read a batch at a time. Nothing when there is no
     readable table of this schema; a table unreadable halfway ends early (the units after it are
     then checked by their stats files)."""
-    columns = ["dataset", "unit", "status", "stats_size", "stats_version", "recipe", "shard_bytes", "shard_version"]
+    columns = ["dataset", "unit", "status", "stats_size", "stats_version", "recipe", "shard_bytes", "shard_version",
+               "audit_bytes"]
     row = 0
     try:
         with _open_table(base) as pf:
