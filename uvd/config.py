@@ -71,12 +71,29 @@ class DatasetConfig(Strict):
         return self.name or self.source
 
 
+class ActorPoolRun(Strict):
+    """Resources of a GPU stage (tokenize, pseudo-label) run as a Ray Data actor pool (docs/cluster.md)."""
+    operational_keys = frozenset({"num_gpus", "cpus_per_actor", "min_actors", "max_actors", "batch_size"})
+    num_gpus: float = Field(1, ge=0)  # GPUs each actor reserves when the cluster has GPUs (0: CPU actors)
+    cpus_per_actor: float = Field(0, ge=0)  # 0 = 1 beside a GPU; on CPU-only clusters all CPUs / actors
+    min_actors: int = Field(0, ge=0)  # 0 = one per GPU of the cluster (1 when it has none)
+    max_actors: int = Field(0, ge=0)  # 0 = min_actors (a fixed pool); more lets Ray Data grow the pool
+    batch_size: int = Field(64, ge=1)  # images per forward pass
+
+
 class RunConfig(Strict):
-    operational_keys = frozenset({"workers", "max_in_flight", "max_retries", "unit_timeout_s"})
+    operational_keys = frozenset({"workers", "max_in_flight", "max_retries", "unit_timeout_s", "shared_fs",
+                                  "cpus_per_unit", "memory_per_unit_mb", "tokenize"})
     workers: int = Field(0, ge=0)  # CPUs for a local Ray; 0 = all. Ignored when joining RAY_ADDRESS
-    max_in_flight: int = Field(0, ge=0)  # units submitted at once; 0 = 2 × workers
+    max_in_flight: int = Field(0, ge=0)  # units submitted at once; 0 = 2 × cluster CPUs / cpus_per_unit
     max_retries: int = Field(2, ge=0)  # Ray retries of a unit whose task failed (crash, lost node)
     unit_timeout_s: float = Field(3600, gt=0)
+    # Local output/input paths are one filesystem every node mounts; otherwise a build on a cluster of
+    # several nodes refuses them at plan time (uvd.cluster_checks).
+    shared_fs: bool = False
+    cpus_per_unit: float = Field(1, gt=0)  # Ray CPUs a unit task reserves: a node runs CPUs/this at once
+    memory_per_unit_mb: int = Field(0, ge=0)  # Ray memory a unit task reserves (0: none, Ray's default)
+    tokenize: ActorPoolRun = Field(default_factory=ActorPoolRun)
 
 
 class BuildConfig(Strict):

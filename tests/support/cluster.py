@@ -12,7 +12,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -119,3 +119,71 @@ def kill_when_committed(proc: subprocess.Popen, stats_dir: Path, ray_tmp: Path, 
     os.killpg(proc.pid, signal.SIGKILL)
     stop_cluster(str(ray_tmp))
     proc.wait(timeout=60)
+
+
+@contextmanager
+def local_cluster(gpu_node: bool = True, dashboard: bool = False) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """A multi-node Ray cluster on this machine (`ray.cluster_utils.Cluster`): a head with no CPUs
+    for work and two 1-CPU worker nodes, the second with a fake `GPU: 1` when `gpu_node`. Each node
+    is its own raylet that `cluster.remove_node(node)` kills. Yields (cluster, {"cpu": node, "gpu": node}).
+
+    All nodes share this machine's disk, so a local output folder is visible to all of them here;
+    on a real cluster it is not (uvd.cluster_checks)."""
+    from ray.cluster_utils import Cluster
+
+    temp = tempfile.mkdtemp(prefix="uvdcl-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    head: dict[str, Any] = {"num_cpus": 0, "temp_dir": temp, "include_dashboard": dashboard}
+    if dashboard:
+        # Its own agent port: the default (52365) may be taken by another Ray on this machine, and
+        # then the Jobs API finds no agent on the head ("No available agent to submit job").
+        head.update(dashboard_host="127.0.0.1", dashboard_port=free_port(), dashboard_agent_listen_port=free_port())
+    cluster = Cluster(initialize_head=True, head_node_args=head)
+    try:
+        nodes = {"cpu": add_worker(cluster, "cpu"), "gpu": add_worker(cluster, "gpu" if gpu_node else "cpu")}
+        yield cluster, nodes
+    finally:
+        cluster.shutdown()
+        stop_cluster(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def cluster_env(cluster: Any, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a driver (`uvd build`, `uvd tokenize`) that joins `cluster` through RAY_ADDRESS."""
+    env = {**os.environ, **(extra or {}), "RAY_ADDRESS": cluster.address,
+           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def raylet_pid(node: Any) -> int:
+    """The raylet of a `ray.cluster_utils.Cluster` node: its workers are its children."""
+    from ray._private import ray_constants
+
+    return node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+
+
+def busy_workers(node: Any, name: bytes) -> list[int]:
+    """Worker processes of `node` running a task or holding an actor whose name contains `name`
+    (Ray renames a busy worker `ray::<task>`, an actor's `ray::<class>...`)."""
+    parent = raylet_pid(node)
+
+    def match(cmdline: bytes, _: bytes) -> bool:
+        return cmdline.startswith(b"ray::") and name in cmdline.split(b"\0", 1)[0]
+
+    return [pid for pid in pids_matching(match) if _ppid(pid) == parent]
+
+
+def _ppid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def add_worker(cluster: Any, kind: str) -> Any:
+    """A 1-CPU worker node (on this machine's address: a driver given 127.0.0.1 would resolve it to
+    that address anyway, ray._private.services.resolve_ip_for_localhost); `kind` "gpu" adds a fake `GPU: 1` (CPU compute, real scheduling)."""
+    node = cluster.add_node(num_cpus=1, num_gpus=1 if kind == "gpu" else 0)
+    cluster.wait_for_nodes()
+    return node
