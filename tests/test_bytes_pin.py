@@ -8,7 +8,10 @@ are copied to one fixed folder first: the pin then holds in any checkout. These 
 computed at that folder by the code before the engine and layout refactors (commit cff41be).
 The sentence digests were updated once since, deliberately: photos shrunk less than 2× at full
 resolution are resized with a small Gaussian and INTER_CUBIC instead of INTER_AREA
-(`uvd.image.resample`); the audit digests did not change.
+(`uvd.image.resample`); the audit digests did not change. Updated again, deliberately (issues 22
+and 24): shard metadata carries the dataset's recipe hash instead of the whole config's (rows
+unchanged: checked row by row against the previous pin's build), and `pairs` now pairs across the
+whole dataset with LVM's 5 epochs for detection (10 units instead of 2).
 """
 import hashlib
 import shutil
@@ -23,25 +26,57 @@ FIXED = Path(tempfile.gettempdir()) / "uvd-bytes-pin"
 
 PINNED: dict[str, str] = {
     "audit/pairs/part-00000.parquet":
-        "38e83b0ae4752cd1004f01c8f410b9e6d9615e5cba63d1b40b503bbffeec6049",
+        "2913e5e2ce8c99e23c7d6b4e936ab5a6a160842dab981df0aa1f8b43f949b6aa",
     "audit/pairs/part-00001.parquet":
-        "cb156d699f383c7fed24f70f499dad8e50078704c1efe1e16a586e8e9e368e1b",
+        "fad3d8d92606c9223cb461d38e648d10bde6f52da0dd56197d4cddbdf6a17fb1",
+    "audit/pairs/part-00002.parquet":
+        "3e64851b6a713d23a3e8649c809d5290aa577cf8884f3460a78237080b6e019d",
+    "audit/pairs/part-00003.parquet":
+        "5404a9e8843c2a89d9062d690846ea040d5c68d26aaf7fd144688d419a14ea1a",
+    "audit/pairs/part-00004.parquet":
+        "dabe0953f04d84f30204a605e70b260e55d16c4613d145774291bfcbd184bcfa",
+    "audit/pairs/part-00005.parquet":
+        "09b25776a30f54c82f07f15811cf4800c98f131431aba50c4d59ff6d06628e90",
+    "audit/pairs/part-00006.parquet":
+        "c141acef696599de5ff325e96725c75e7b060e760cba748c0522e207b6b9eb4d",
+    "audit/pairs/part-00007.parquet":
+        "3e6424519846a99ad3118487430f1c99d3232fb79e7ef2a8523f59336d9312f3",
+    "audit/pairs/part-00008.parquet":
+        "98d8bbb62e62f5f6a08b82b5788cf71d8b77d70af6eaa6adfbc9dc1008af2a9b",
+    "audit/pairs/part-00009.parquet":
+        "120092aa0c0fdb170709eaba658f1c4985649b21d0928dd199230a4149d6194a",
     "audit/photos/part-00000.parquet":
-        "da322ce9a70279a9e8dca671e7a9e7002fafb0245afcff5d7b2d44da9c667f71",
+        "1a1b080463dc109e39385f4ca0fe62c16ec8d0a8a6e2fcf1746b7e167800b53a",
     "audit/photos/part-00001.parquet":
-        "17b9b605aa345e41fe6e2db0d9e51668fea9419767a476d87464aa7077b5dd6a",
+        "99c35c302b60a470ce514bff7b9b5ba813d4a73a258944caa9108139d20785b4",
     "audit/photos/part-00002.parquet":
-        "7bd82bb39b76f69ddd71f3870763571f4b2b117b373c61ff110d0337fda99d6f",
+        "99fab177b03317e9d2e87599c57a3b72ff564fdd1756836fcda45362c4738cbe",
     "sentences/pairs/part-00000.parquet":
-        "759d9d466387ff293b205a0cfc03f32d537b635c490973b473bbafe48656835d",
+        "d6bc3fc245f187204bbbd08d6769e3ea648217f79b4b3550e0b0d87962707d3d",
     "sentences/pairs/part-00001.parquet":
-        "a1250d223ec9f98114af3bf00ac90fc929fbed2bdca58bb9dd911faacbcd2eff",
+        "9afc911a9b9c89d3343437453723296c9cee2aff9fcd7ea89768d122285054f1",
+    "sentences/pairs/part-00002.parquet":
+        "9bf3216cc6d3043be40a1036d8377f4431f080a316e57315f56940a9f4bfcbf5",
+    "sentences/pairs/part-00003.parquet":
+        "2dff4d7c1ed9b31a7125273f2de9c3c46312c93c7ba6baec5b3147b9c366e439",
+    "sentences/pairs/part-00004.parquet":
+        "6a82ead1bb0cdb85cce60923c4912e37dbe19eeeb75304bebf4519d1c61924d5",
+    "sentences/pairs/part-00005.parquet":
+        "16a999cb069063d26fb5e2a9ebd1cc398366d1a0c8833ac0cd9f238bfc00dbe5",
+    "sentences/pairs/part-00006.parquet":
+        "d16279877174d5814da149a8cde7eeea94d0d4d934d0fd430b048976cda9b172",
+    "sentences/pairs/part-00007.parquet":
+        "25ae1a384f42fe53c5b4a4c36dbcdcecee52cf5c567831e41be062e4e389ee6b",
+    "sentences/pairs/part-00008.parquet":
+        "e2e2c6d3762e941548032f4cf48e9ad2e7b3d62098dd6b11b29e8a5ce5c8f5f8",
+    "sentences/pairs/part-00009.parquet":
+        "d354c6910e66d2efc18f572a3f154747dda6405ede58ae61cc7ec90ee48657bb",
     "sentences/photos/part-00000.parquet":
-        "e0a2c7a3fa7e0cc975c45741d801ec1fcaba1bbacb8c816d57cb0c20bff736bc",
+        "0115aeb8fd6e268a20e07db8907c43a93414fe8a9367adadf58bfaf3ea38371c",
     "sentences/photos/part-00001.parquet":
-        "d742ea3faff4919866c91a4e0e4eb0b5399a9388e6cb4cd433be244d816df1b4",
+        "d4bd130002f4a5984d02ad5a4ccf90104b1db51116e57fc48d6236b40883f2e6",
     "sentences/photos/part-00002.parquet":
-        "5154e38044b7672a178427a9d1414f36f4947dd68a8ca14a9e62a44d592a5ac7",
+        "6a44c5699402bcad1ee5ecb07a1ccaf40b542a67244b3ce5c749f8b1ef76bc8b",
 }
 
 
