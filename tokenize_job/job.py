@@ -32,6 +32,7 @@ from uvd.errors import BadInput
 from uvd.layout import UnitLayout, list_stats, tokens_root
 from uvd.manifest import read_units, read_units_table, resolve
 from uvd.progress import progress as progress_bar
+from uvd.procs import assigned_cpus
 from uvd.records import Failed
 from uvd.runner import init_ray
 from uvd.schema import TOKEN_SCHEMA
@@ -203,7 +204,7 @@ class TokenizeActor:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":
-            torch.set_num_threads(threads or int(os.environ.get("UVD_TORCH_THREADS", "0")) or _ray_cpus())
+            torch.set_num_threads(threads or int(os.environ.get("UVD_TORCH_THREADS", "0")) or assigned_cpus())
         self.model = load_tokenizer(tokenizer_dir, device=device)
         self.encoder = BatchEncoder(self.model, batch_size=batch_size)
         self.root, self.image_batch = root, image_batch
@@ -223,15 +224,6 @@ class TokenizeActor:
             results["stats"].append(json.dumps(stats, sort_keys=True) if stats else "")
             results["error"].append(error)
         return results
-
-
-def _ray_cpus() -> int:
-    try:
-        import ray
-
-        return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-    except Exception:
-        return 1
 
 
 @dataclass

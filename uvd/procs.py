@@ -1,4 +1,4 @@
-"""A process's children, read from /proc (Linux; elsewhere none): no process table scan."""
+"""What a process knows of its own: children from /proc (Linux; elsewhere none), CPUs Ray gave it."""
 from __future__ import annotations
 
 import os
@@ -14,3 +14,14 @@ def child_pids(pid: int | str = "self") -> list[int]:
     except OSError:  # gone, or not Linux
         pass
     return out
+
+
+def assigned_cpus() -> int:
+    """The CPUs Ray assigned to the calling task or actor (1 outside Ray): a torch thread count that
+    does not oversubscribe the node."""
+    try:
+        import ray
+
+        return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    except Exception:
+        return 1

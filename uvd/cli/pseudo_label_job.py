@@ -32,6 +32,7 @@ from uvd.audit import AuditLog
 from uvd.engine import Summary, commit_unit, find_committed, short_error, write_run_manifest
 from uvd.errors import BadInput
 from uvd.layout import UnitLayout
+from uvd.procs import assigned_cpus
 from uvd.records import Failed
 from uvd.shards import ShardWriter
 from uvd.storage import fs_and_path, join, list_files, write_bytes
@@ -202,7 +203,7 @@ class LabelActor:
         self.spec = LabelSpec(**spec)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":
-            torch.set_num_threads(_ray_cpus())
+            torch.set_num_threads(assigned_cpus())
         self.labeler = self.spec.load(device)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
@@ -218,15 +219,6 @@ class LabelActor:
             out["stats"].append(json.dumps(stats, sort_keys=True) if stats else "")
             out["error"].append(error)
         return out
-
-
-def _ray_cpus() -> int:
-    try:
-        import ray
-
-        return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-    except Exception:
-        return 1
 
 
 @dataclass
