@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from tokenize_job.token_index import IndexingShardWriter, write_index
+from uvd.audit import AuditLog
 from uvd.layout import UnitLayout, stats_file
 from uvd.manifest import unit_row, write_manifest
 from uvd.schema import TOKEN_SCHEMA
@@ -49,6 +50,11 @@ def write_token_shards(root: Path, source: str, units: int, sentences_per_unit: 
             writer.add(row, nbytes)
             written.append(row)
         info = writer.close()
+        audit = AuditLog()  # the job's audit shard: a unit without its audit is not committed
+        for row in written[len(written) - sentences_per_unit:]:
+            audit.seen(row["sentence_id"])
+            audit.used([row["sentence_id"]])
+        audit.write(str(root / "audit" / source / f"part-{u:05d}.parquet"), meta)
         write_json(stats_file(url), {"shard": {"path": url, "rows": info.rows, "bytes": info.bytes,
                                                "sha256": info.sha256}, "sentences": info.rows})
         if entries is not None:
