@@ -28,6 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from cpu_meter import peak_rss_kb  # noqa: E402
 
 
 def _plasma_mib() -> float:
@@ -68,8 +69,7 @@ def child(args: argparse.Namespace) -> None:
 
     cpus = int(ray.cluster_resources().get("CPU", 1))
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-    with open("/proc/self/status") as f:
-        hwm_kb = int(next(line for line in f if line.startswith("VmHWM")).split()[1])
+    hwm_kb = peak_rss_kb()
     print(json.dumps({"built": len(summary.stats), "failed": len(summary.failed_units), "wall_s": wall,
                       "cpus": cpus, "nodes": nodes, "driver_hwm_kb": hwm_kb, "plasma_peak_mib": peak[0]}))
 

@@ -27,14 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-
-
-def busy_cpu_s() -> float:
-    """Machine-wide busy CPU seconds so far (all cores, from /proc/stat)."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+from cpu_meter import busy_cpu_s, peak_rss_kb  # noqa: E402
 
 
 def phase(args: argparse.Namespace) -> dict:
@@ -67,14 +60,6 @@ def phase(args: argparse.Namespace) -> dict:
             "unit_s": sum(inside) / len(inside) if inside else 0.0,
             "peak_rss_kb": peak_rss_kb(),
             "driver_cpu_s": cpu}
-
-
-def peak_rss_kb() -> int:
-    """This process's peak RSS since it started (VmHWM). Not ru_maxrss: after a vfork + exec, Linux
-    carries the parent's peak into the child's ru_maxrss, and the parent here serves moto's S3
-    (gigabytes at 10^5 units), which had made the driver look that large."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 
 
 def run_phase(out: str, units: int, args: argparse.Namespace, env: dict[str, str]) -> dict:

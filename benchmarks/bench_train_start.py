@@ -3,7 +3,9 @@ requests, peak RSS per rank; 2 ranks (gloo) × 2 DataLoader workers, local folde
 
 Requests (S3) are every request the moto server served from the launch of the ranks to the end
 of step 1 (index, first data reads of the DataLoader workers); "footers opened" counts token
-shards opened by the ranks while building the index (0 with the index table).
+shards opened by the ranks while building the index (0 with the index table). "moto busy s" is
+the wall time with a request inside moto: moto 5 scans every key of the bucket for each LIST
+page, so at 10^5 shards its listing is far slower than S3's; the rest of the start-up is ours.
 
 The shards are copies of one real token shard (written by the tokenize job's writer) in the real
 layout: <root>/tokens/bench-tok/src/part-NNNNNNN.parquet + .stats.json, the tokens manifest, its
@@ -20,7 +22,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import resource
 import shutil
 import socket
 import sys
@@ -34,6 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cpu_meter import peak_rss_kb  # noqa: E402
 from tokenize_job.token_index import IndexingShardWriter, write_index  # noqa: E402
 from uvd.layout import UnitLayout, stats_file  # noqa: E402
 from uvd.manifest import unit_row, write_manifest  # noqa: E402
@@ -138,7 +140,7 @@ def _rank(rank: int, world: int, port: int, cfg_json: str, launched: float, resu
         marks["step1_s"] = time.time() - launched
     finally:
         teardown_distributed(True)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_rss_kb() / 1024
     Path(result, f"rank{rank}.json").write_text(json.dumps({**marks, "footers_opened": footers[0], "rss_mb": rss_mb}))
 
 
@@ -178,18 +180,17 @@ def bench(n: int, where: str, index: bool, world: int, workers: int, tmp: Path) 
     if where == "local":
         ranks = run_ranks(str(tok), out, world, workers)
         requests: Any = "-"
+        server_s = None
     else:
-        from tests.support.counting_s3 import counting_moto  # the benchmark's S3: moto, counting on loopback
-
-        import fsspec
+        from tests.support.counting_s3 import counting_moto, seed_moto  # moto, counting, on loopback
 
         with counting_moto() as (_, count):
-            fs = fsspec.filesystem("s3", skip_instance_cache=True)
-            fs.put(str(tok), f"uvd/bench-{n}/tokens/", recursive=True)
+            seed_moto(tok, "uvd", f"bench-{n}/tokens/{TOKENIZER}")
             count.reset()
             ranks = run_ranks(f"s3://uvd/bench-{n}/tokens/{TOKENIZER}", out, world, workers)
-            requests = dict(count.by_method)
-    return {"where": where, "N": n, "index_table": index, "ranks": ranks, "requests": requests}
+            requests, server_s = dict(count.by_method), count.server_s
+    return {"where": where, "N": n, "index_table": index, "ranks": ranks, "requests": requests,
+            "server_s": server_s if where != "local" else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     tmp = Path(args.tmp) if args.tmp else Path(tempfile.mkdtemp(prefix="bench-train-start-"))
     print("| where | N | index table | first batch s | step 1 s | index s (rank 0) | footers opened for the index (ranks) "
-          "| requests | peak RSS MB per rank |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| requests | moto busy s | peak RSS MB per rank |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     try:
         for n in args.sizes:
             for where in args.where:
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {where} | {n} | {'yes' if r['index_table'] else 'no'} "
                       f"| {max(x['first_batch_s'] for x in ranks):.2f} | {max(x['step1_s'] for x in ranks):.2f} "
                       f"| {ranks[0]['index_s']:.2f} | {sum(x['footers_opened'] for x in ranks)} | {req} "
+                      f"| {'-' if r['server_s'] is None else '%.2f' % r['server_s']} "
                       f"| {', '.join('%.0f' % x['rss_mb'] for x in ranks)} |", flush=True)
     finally:
         if not args.tmp:

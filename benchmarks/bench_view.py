@@ -4,7 +4,7 @@
 
 A build of N cheap units (tests/support/tiny_units.py: `--items` 8×8 images per unit, each one
 sentence) is made once per size with uvd.runner.build (no Ray) and kept in --work; for S3 the same
-folder is uploaded to a moto server on loopback in this process (minutes: 3 files per unit), a
+folder is put into a moto server on loopback in this process (straight into its backend), a
 bucket per size. The viewer is served by uvicorn on loopback in a thread; times are measured with
 a plain HTTP client, from sending the request to the first byte of the body:
 
@@ -53,12 +53,12 @@ def make_build(work: Path, units: int, items: int) -> str:
 
 
 def upload(local: str, url: str) -> None:
-    import fsspec
+    from tests.support.counting_s3 import seed_moto
 
-    fs = fsspec.filesystem("s3")
     t = time.perf_counter()
-    fs.put(local.rstrip("/") + "/", url.removeprefix("s3://"), recursive=True)
-    print(f"  uploaded to {url} in {time.perf_counter() - t:.0f} s", flush=True)
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    n = seed_moto(local, bucket, prefix)
+    print(f"  put {n} files into moto at {url} in {time.perf_counter() - t:.0f} s", flush=True)
 
 
 class Served:

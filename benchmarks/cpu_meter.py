@@ -1,5 +1,5 @@
 """Machine-wide CPU accounting from /proc/stat: every process counts (Ray's daemons, the web
-server, the benchmark itself), which a per-process timer would miss."""
+server, the benchmark itself), which a per-process timer would miss. And a process's own peak RSS."""
 from __future__ import annotations
 
 import os
@@ -14,12 +14,25 @@ from uvd.procs import child_pids  # noqa: E402
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
+def peak_rss_kb() -> int:
+    """This process's peak RSS since it started (VmHWM). Not ru_maxrss: after a fork + exec, Linux
+    carries the parent's peak into the child's ru_maxrss, and the parents of our measured processes
+    often serve moto's S3 (gigabytes at 10^5 units), which made them look that large."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
 def _busy_idle() -> tuple[float, float]:
     with open("/proc/stat") as f:
         fields = [int(v) for v in f.readline().split()[1:]]
     user, nice, system, idle, iowait, irq, softirq = fields[:7]
     # steal is time another VM ran, guest is already inside user: neither is ours to count.
     return (user + nice + system + irq + softirq) / _TICK, (idle + iowait) / _TICK
+
+
+def busy_cpu_s() -> float:
+    """Machine-wide busy CPU seconds so far (all cores)."""
+    return _busy_idle()[0]
 
 
 @dataclass

@@ -21,10 +21,10 @@ from __future__ import annotations
 from typing import Any, Iterable, Literal, Union
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from sentence_builders.planned_groups import PlannedGroups
-from sentence_builders.tasks import check_task_args, check_task_names, get_task
+from sentence_builders.tasks import TaskChoice, get_task
 from uvd.api import Builder, BuildContext, Grouping
 from uvd.config import Strict
 from uvd.errors import reason_of
@@ -33,24 +33,12 @@ from uvd.records import Failed, Item, VisualSentence
 Modalities = dict[str, tuple[np.ndarray, bool]]  # name → (image, lossless)
 
 
-class ModalityTask(Strict):
+class ModalityTask(TaskChoice):
+    """A task of sentence_builders/tasks.py whose target (its second image) is the modality."""
     name: str  # the modality's name in meta and in the order (depth, normals, edges, segmentation, …)
-    task: str  # a task of sentence_builders/tasks.py whose target (its second image) is the modality
-    task_args: dict[str, Any] = Field(default_factory=dict)
     # which of the task's two images is the modality: 1 = its target (a label: pseudo_label, edges,
     # detection, …), 0 = its input (a generated degradation: colorization's grey, lowlight, …)
     image: int = Field(1, ge=0, le=1)
-
-    @field_validator("task")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        check_task_names([v])
-        return v
-
-    @model_validator(mode="after")
-    def _args(self) -> "ModalityTask":
-        check_task_args(self.task, self.task_args)
-        return self
 
 
 class MultitaskOptions(Strict):

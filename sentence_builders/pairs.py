@@ -32,37 +32,23 @@ from __future__ import annotations
 from typing import Any, Iterable, Literal, Union
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field
 
-from sentence_builders.tasks import check_task_args, check_task_names, get_task
+from sentence_builders.tasks import TaskChoice, get_task
 from uvd.api import Builder, BuildContext, Grouping
-from uvd.config import Strict
 from uvd.errors import reason_of
 from uvd.records import Failed, Item, VisualSentence
 from sentence_builders.planned_groups import PlannedGroups
 
 
-class PairsOptions(Strict):
-    task: str  # a name in sentence_builders.tasks.TASKS (or "module:function")
+class PairsOptions(TaskChoice):
     pairs: int = Field(8, ge=1)  # examples per sentence: 8 pairs = 16 images
     min_pairs: int = Field(2, ge=1)  # a shorter leftover group still makes a sentence from this many
-    task_args: dict[str, Any] = Field(default_factory=dict)  # keyword options of the task function
     epochs: int | None = Field(None, ge=1)  # contexts per item; None: default_epochs(task)
     # dataset: groups from a permutation of the whole dataset per epoch (LVM); unit: within a unit
     grouping: Literal["dataset", "unit"] = "dataset"
     # dataset grouping's left-out items: tail = the last total % pairs (LVM); fresh = random per epoch
     remainder: Literal["tail", "fresh"] = "tail"
-
-    @field_validator("task")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        check_task_names([v])
-        return v
-
-    @model_validator(mode="after")
-    def _args(self) -> "PairsOptions":
-        check_task_args(self.task, self.task_args)  # a missing model file is found when planning
-        return self
 
 
 # LVM's epochs (docs/annotations.md, "Epochs"): its paired script's n_epochs=5 for every task it

@@ -22,7 +22,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pydantic import Field, field_validator, model_validator
+
 from uvd.api import BuildContext
+from uvd.config import Strict
 from uvd.errors import ConfigError
 from uvd.records import Item
 
@@ -74,3 +77,21 @@ def check_task_names(names: list[str]) -> None:
     if bad:
         raise ValueError(f"unknown task(s) {bad}; known: {', '.join(sorted(TASKS))}")
 
+
+
+class TaskChoice(Strict):
+    """Options naming one task of this table and its keyword options, checked when the config loads
+    (a missing model file is found when planning). Builder options that run a task extend it."""
+    task: str  # a name in TASKS (or "module:function")
+    task_args: dict[str, Any] = Field(default_factory=dict)  # keyword options of the task function
+
+    @field_validator("task")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        check_task_names([v])
+        return v
+
+    @model_validator(mode="after")
+    def _args(self) -> "TaskChoice":
+        check_task_args(self.task, self.task_args)
+        return self

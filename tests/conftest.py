@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import cv2
@@ -11,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support.hostile_corpus import png_header_only
 from uvd.cli.plugins import register_builtin
 
 register_builtin()  # tests drive uvd.runner.build and run_unit directly, as the CLI does after registering
@@ -34,15 +33,6 @@ def png_bytes(arr: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", arr)
     assert ok
     return buf.tobytes()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width×height but carries almost no data (a decompression bomb's shape)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
 
 
 def gradient(h: int, w: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow.parquet as pq
 import pytest
@@ -81,6 +81,32 @@ def _uvd(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with open(log, "wb") as f:  # a file, not a pipe: nobody reads a pipe while the drill polls
         return subprocess.Popen([sys.executable, "-m", "uvd", *args], env=env, stdout=f, stderr=subprocess.STDOUT,
                                 cwd=ROOT)
+
+
+def _lose_gpu_node_mid_run(c: Any, nodes: dict[str, Any], proc: subprocess.Popen,
+                           committed: Callable[[], int]) -> tuple[bool, int, list[int]]:
+    """Remove the GPU node while its actor pool encodes and a few units are committed; a fresh GPU
+    node joins (as an autoscaler would bring one); wait for the job. Returns (removed, units
+    committed at the removal, pool workers that were on the CPU node)."""
+    in_flight: list[int] = []
+    on_cpu_node: list[int] = []
+    deadline = time.time() + 100
+    while time.time() < deadline and proc.poll() is None:
+        in_flight = busy_workers(nodes["gpu"], b"MapWorker")
+        if in_flight and committed() >= 3:
+            on_cpu_node = busy_workers(nodes["cpu"], b"MapWorker")
+            c.remove_node(nodes["gpu"])
+            break
+        time.sleep(0.05)
+    committed_before = committed()
+    if in_flight:
+        nodes["gpu"] = add_worker(c, "gpu")
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return bool(in_flight), committed_before, on_cpu_node
 
 
 @pytest.mark.parametrize("where", ["s3", "local"])
@@ -165,25 +191,7 @@ def test_gpu_node_removed_mid_tokenize_loses_nothing(cluster, drill, tmp_path):
     def committed() -> int:
         return len(list(out.glob("tokens/*/slow/*.stats.json")))
 
-    in_flight: list[int] = []
-    on_cpu_node: list[int] = []
-    deadline = time.time() + 100
-    while time.time() < deadline and proc.poll() is None:
-        in_flight = busy_workers(nodes["gpu"], b"MapWorker")
-        if in_flight and committed() >= 3:
-            on_cpu_node = busy_workers(nodes["cpu"], b"MapWorker")
-            c.remove_node(nodes["gpu"])
-            break
-        time.sleep(0.05)
-    committed_before = committed()
-    removed = bool(in_flight)
-    if removed:  # a replacement GPU node joins, as an autoscaler would bring one
-        nodes["gpu"] = add_worker(c, "gpu")
-    try:
-        proc.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
+    removed, committed_before, on_cpu_node = _lose_gpu_node_mid_run(c, nodes, proc, committed)
     text = (tmp_path / "tokenize.log").read_text()
     assert removed, f"the GPU node was not removed mid-run:\n{text[-3000:]}"
     assert committed_before < UNITS, "the removal should land mid-run"
@@ -286,25 +294,7 @@ def test_gpu_node_removed_mid_pseudo_label_loses_nothing(cluster, tmp_path):
     def committed() -> int:
         return len(list(out.glob("_uvd/units/*/*.stats.json")))
 
-    in_flight: list[int] = []
-    on_cpu_node: list[int] = []
-    deadline = time.time() + 100
-    while time.time() < deadline and proc.poll() is None:
-        in_flight = busy_workers(nodes["gpu"], b"MapWorker")
-        if in_flight and committed() >= 3:
-            on_cpu_node = busy_workers(nodes["cpu"], b"MapWorker")
-            c.remove_node(nodes["gpu"])
-            break
-        time.sleep(0.05)
-    committed_before = committed()
-    removed = bool(in_flight)
-    if removed:  # a replacement GPU node joins, as an autoscaler would bring one
-        nodes["gpu"] = add_worker(c, "gpu")
-    try:
-        proc.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
+    removed, committed_before, on_cpu_node = _lose_gpu_node_mid_run(c, nodes, proc, committed)
     text = (tmp_path / "label.log").read_text()
     assert removed, f"the GPU node was not removed mid-run:\n{text[-3000:]}"
     assert committed_before < n, "the removal should land mid-run"

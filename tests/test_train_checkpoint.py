@@ -12,7 +12,7 @@ import torch
 from train import checkpoint
 from train.config import Config
 from train.loop import train
-from tests.support.token_shards import video_token_build
+from tests.support.token_shards import tiny_train_config, video_token_build
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +25,6 @@ def one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def config(tokens: Path, out: Path, **train_kw) -> dict:
-    return {"model": {"size": "tiny", "max_seq_len": 256},
-            "data": {"tokens": [str(tokens)], "seq_len": 128, "piece_rows": 8},
-            "optim": {"lr": 1e-2, "min_lr": 1e-3, "warmup_steps": 3},
-            "train": {"out": str(out), "seed": 0, "steps": 6, "batch_size": 2, "log_every": 1,
-                      "ckpt_every": 2, "keep_checkpoints": 2, "threads": 1, **train_kw}}
 
 
 def _die_while_saving(cfg_json: str, doomed: str) -> None:
@@ -54,7 +48,7 @@ def _die_while_saving(cfg_json: str, doomed: str) -> None:
 
 def test_kill_during_save_keeps_the_previous_checkpoint(tokens_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cfg = config(tokens_dir, out)
+    cfg = tiny_train_config(tokens_dir, out)
     p = multiprocessing.get_context("spawn").Process(target=_die_while_saving, args=(json.dumps(cfg), "step-00000004"))
     p.start()
     p.join(300)
@@ -67,14 +61,14 @@ def test_kill_during_save_keeps_the_previous_checkpoint(tokens_dir: Path, tmp_pa
 
     rest = train(Config.model_validate(cfg))  # resumes from step 2, rewrites step 4, runs to 6
     assert [r["step"] for r in rest] == [3, 4, 5, 6]
-    straight = train(Config.model_validate(config(tokens_dir, tmp_path / "straight")))
+    straight = train(Config.model_validate(tiny_train_config(tokens_dir, tmp_path / "straight")))
     assert [r["loss"] for r in rest] == [r["loss"] for r in straight[2:]]
     assert checkpoint.steps_saved(str(out)) == [4, 6]  # keep 2: step 2 pruned
 
 
 def test_async_save_resumes_exactly_and_converts_to_one_file(tokens_dir: Path, tmp_path: Path) -> None:
-    straight = [r["loss"] for r in train(Config.model_validate(config(tokens_dir, tmp_path / "a")))]
-    cfg = Config.model_validate(config(tokens_dir, tmp_path / "b", async_checkpoint=True))
+    straight = [r["loss"] for r in train(Config.model_validate(tiny_train_config(tokens_dir, tmp_path / "a")))]
+    cfg = Config.model_validate(tiny_train_config(tokens_dir, tmp_path / "b", async_checkpoint=True))
     first = train(cfg, stop_after=4)
     assert checkpoint.steps_saved(str(tmp_path / "b")) == [2, 4]
     rest = train(cfg)
@@ -95,7 +89,7 @@ def test_a_run_with_old_single_file_checkpoints_is_refused_not_restarted(tokens_
     (out / "checkpoints" / "step-00000010.pt").write_bytes(b"old format")
     (out / "checkpoints" / "latest").write_text("step-00000010.pt\n")
     with pytest.raises(ValueError, match="earlier version"):
-        train(Config.model_validate(config(tokens_dir, out)))
+        train(Config.model_validate(tiny_train_config(tokens_dir, out)))
     assert not (out / "log.jsonl").exists()
 
 

@@ -16,7 +16,7 @@ from train.config import Config
 from train.loop import main as train_main
 from train.loop import train
 from train.stream import TokenLoader
-from tests.support.token_shards import video_token_build
+from tests.support.token_shards import tiny_train_config, video_token_build
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +30,7 @@ def one_thread() -> None:
 
 
 def config(tokens: Path, out: Path, **train_kw) -> Config:
-    return Config.model_validate(
-        {"model": {"size": "tiny", "max_seq_len": 256},
-         "data": {"tokens": [str(tokens)], "seq_len": 128, "piece_rows": 8},
-         "optim": {"lr": 1e-2, "min_lr": 1e-3, "warmup_steps": 3},
-         "train": {"out": str(out), "seed": 0, "steps": 8, "batch_size": 2, "log_every": 1,
-                   "ckpt_every": 2, "keep_checkpoints": 2, "threads": 1, **train_kw}})
+    return Config.model_validate(tiny_train_config(tokens, out, **{"steps": 8, **train_kw}))
 
 
 def _log_steps(out: Path) -> list[int]:

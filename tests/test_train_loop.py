@@ -11,7 +11,7 @@ import yaml
 from train import checkpoint
 from train.config import Config, load_train_config
 from train.loop import lr_at, train
-from tests.support.token_shards import video_token_build
+from tests.support.token_shards import tiny_train_config, video_token_build
 from uvd import cli
 
 
@@ -26,11 +26,8 @@ def one_thread() -> None:
 
 
 def config(tokens: Path, out: Path, **train_kw) -> dict:
-    return {"model": {"size": "tiny", "max_seq_len": 256},
-            "data": {"tokens": [str(tokens)], "seq_len": 128, "piece_rows": 8},
-            "optim": {"lr": 1e-2, "min_lr": 1e-3, "warmup_steps": 3},
-            "train": {"out": str(out), "seed": 0, "steps": 30, "batch_size": 4, "log_every": 5,
-                      "ckpt_every": 100, "threads": 1, **train_kw}}
+    return tiny_train_config(tokens, out, **{"steps": 30, "batch_size": 4, "log_every": 5, "ckpt_every": 100,
+                                             **train_kw})
 
 
 def test_uvd_train_loss_falls_below_bound(tokens_dir: Path, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.support.cluster import moto_s3
-from tests.support.token_shards import video_token_build
+from tests.support.token_shards import tiny_train_config, video_token_build
 from train import checkpoint
 from train.config import Config
 from train.export_hf import export_hf
@@ -35,12 +35,7 @@ def one_thread() -> None:
 
 
 def config(tokens: Path, out: str, **train_kw) -> Config:
-    return Config.model_validate({
-        "model": {"size": "tiny", "max_seq_len": 256},
-        "data": {"tokens": [str(tokens)], "seq_len": 128, "piece_rows": 8},
-        "optim": {"lr": 1e-2, "min_lr": 1e-3, "warmup_steps": 3},
-        "train": {"out": out, "seed": 0, "steps": 6, "batch_size": 2, "log_every": 1, "ckpt_every": 2,
-                  "keep_checkpoints": 2, "threads": 1, **train_kw}})
+    return Config.model_validate(tiny_train_config(tokens, out, **train_kw))
 
 
 @pytest.mark.parametrize("async_save", [False, True])

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import posixpath
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from tokenize_job.token_index import dedup_key, entry_from_footer, read_index, r
 from train.piece_table import Piece, PieceList, TokenIndex
 from uvd import storage
 from uvd.dedup import build_root, dropped_ids
-from uvd.layout import relative, stats_file
+from uvd.layout import UnitLayout, list_stats, relative, stats_file
 from uvd.manifest import read_manifest, read_units_table
 from uvd.shards import open_parquet
 from uvd.storage import fs_and_path, parallel_map
@@ -90,15 +91,16 @@ def _committed_in(root: str) -> tuple[dict[str, dict[str, Any] | None], str | No
             log.warning(f"train: {len(outside)} token shard(s) under {root} belong to units outside the build's "
                         f"current plan (e.g. {outside[0][0]}/{outside[0][1]}): not trained on")
             done = [k for k in done if k in plan]
-    listed = _list_datasets(root, sorted({d for d, _ in done}))  # one listing: what exists, at what size
+    # One listing of each dataset folder (in parallel slices by unit name on an object store): what exists, at what size.
+    listed = list_stats(UnitLayout.tokens(root), [SimpleNamespace(dataset=d, unit=u) for d, u in done])
     index = read_index(root)
     by_key = {(e["dataset"], e["unit"]): e for e in (index.to_pylist() if index is not None else [])}
     found: dict[str, dict[str, Any] | None] = {}
     missing = []
     for dataset, unit in done:
         rel = f"{dataset}/part-{unit}.parquet"
-        shard = listed.get(rel)
-        if shard is None or f"{dataset}/part-{unit}.stats.json" not in listed:
+        marker, shard = listed.pop_unit((dataset, unit))
+        if shard is None or marker is None:
             missing.append(rel)
             continue
         entry = by_key.get((dataset, unit))
@@ -108,15 +110,6 @@ def _committed_in(root: str) -> tuple[dict[str, dict[str, Any] | None], str | No
         log.warning(f"train: {root}: {len(missing)} token shard(s) of its units table are missing or uncommitted "
                     f"(e.g. {missing[0]}), left out: run `uvd tokenize` again to redo them")
     return found, (man.get("tokenizer") or {}).get("tokenizer_id")
-
-
-def _list_datasets(root: str, datasets: list[str]) -> dict[str, storage.Listed]:
-    """The files of the dataset folders under `root` by name relative to it: one listing each (the
-    audit folder, as many files again, is not listed)."""
-    out: dict[str, storage.Listed] = {}
-    for ds, files in zip(datasets, parallel_map(lambda ds: storage.list_files(storage.join(root, ds)), datasets)):
-        out.update({f"{ds}/{rel}": v for rel, v in files.items()})
-    return out
 
 
 def _is_part(rel: str) -> bool:

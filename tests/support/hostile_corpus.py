@@ -43,7 +43,7 @@ def png(w: int, h: int) -> bytes:
 
 
 def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width×height but carries almost no data."""
+    """A PNG whose header claims width×height but carries almost no data (a decompression bomb's shape)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

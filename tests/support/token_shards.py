@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -92,3 +93,13 @@ def video_token_build(root: Path) -> Path:
     write_token_shards(root / "tokens" / "test-tok", "video", units=2, sentences_per_unit=30, images=(1, 2),
                        row_group_rows=10)
     return root
+
+
+def tiny_train_config(tokens: Path, out: Path | str, **train_kw: Any) -> dict[str, Any]:
+    """The training tests' config (a dict for `train.config.Config`): the tiny model over `tokens`,
+    6 steps of batch 2, a checkpoint every 2 steps keeping 2; `train_kw` overrides the `train:` keys."""
+    return {"model": {"size": "tiny", "max_seq_len": 256},
+            "data": {"tokens": [str(tokens)], "seq_len": 128, "piece_rows": 8},
+            "optim": {"lr": 1e-2, "min_lr": 1e-3, "warmup_steps": 3},
+            "train": {"out": str(out), "seed": 0, "steps": 6, "batch_size": 2, "log_every": 1,
+                      "ckpt_every": 2, "keep_checkpoints": 2, "threads": 1, **train_kw}}
