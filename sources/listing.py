@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import posixpath
 
+from sources.remote import is_remote, read_bytes
 from uvd.errors import BadInput, ConfigError
 from uvd.storage import fs_and_path
-
-
-def is_remote(url: str) -> bool:
-    return "://" in url and not url.startswith("file://")
 
 
 def _as_url(fs: object, url: str, path: str) -> str:
@@ -75,8 +72,6 @@ MAX_TEXT_BYTES = 256 << 20
 def read_text(url: str, max_bytes: int = MAX_TEXT_BYTES) -> str:
     """A small text file (list file, category map) as str; ConfigError naming the file when it is
     larger than `max_bytes`, not a regular file, or not UTF-8."""
-    from sources.remote import read_bytes  # remote imports is_remote from here
-
     try:
         data = read_bytes(url, max_bytes)
     except BadInput as err:

@@ -16,9 +16,13 @@ import stat
 import tempfile
 from typing import Iterator
 
-from sources.listing import is_remote
 from uvd.errors import BadInput
 from uvd.storage import fs_and_path
+
+
+def is_remote(url: str) -> bool:
+    """An object-store (or other fsspec) URL, not a local path or file:// URL."""
+    return "://" in url and not url.startswith("file://")
 
 
 def _io(url: str, err: Exception) -> BadInput:

@@ -83,11 +83,11 @@ def _uvd(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
                                 cwd=ROOT)
 
 
-def _lose_gpu_node_mid_run(c: Any, nodes: dict[str, Any], proc: subprocess.Popen,
-                           committed: Callable[[], int]) -> tuple[bool, int, list[int]]:
-    """Remove the GPU node while its actor pool encodes and a few units are committed; a fresh GPU
-    node joins (as an autoscaler would bring one); wait for the job. Returns (removed, units
-    committed at the removal, pool workers that were on the CPU node)."""
+def _lose_gpu_node_mid_run(c: Any, nodes: dict[str, Any], proc: subprocess.Popen, committed: Callable[[], int],
+                           total: int, log: Path, rerun_args: list[str], env: dict[str, str]) -> tuple[int, bool]:
+    """Remove the GPU node while its actor pool works and a few units are committed; a fresh GPU
+    node joins (as an autoscaler would bring one); wait for the job, and run it again if it failed
+    (the issue allows a rerun to finish it). Returns (units committed at the removal, rerun needed)."""
     in_flight: list[int] = []
     on_cpu_node: list[int] = []
     deadline = time.time() + 100
@@ -106,7 +106,15 @@ def _lose_gpu_node_mid_run(c: Any, nodes: dict[str, Any], proc: subprocess.Popen
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
-    return bool(in_flight), committed_before, on_cpu_node
+    assert in_flight, f"the GPU node was not removed mid-run:\n{log.read_text()[-3000:]}"
+    assert committed_before < total, "the removal should land mid-run"
+    assert not on_cpu_node  # the pool lives on the node with the GPU resource
+    rerun = proc.returncode != 0
+    if rerun:
+        again = subprocess.run([sys.executable, "-m", "uvd", *rerun_args], env=env, capture_output=True, text=True,
+                               timeout=120, cwd=ROOT)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    return committed_before, rerun
 
 
 @pytest.mark.parametrize("where", ["s3", "local"])
@@ -191,16 +199,8 @@ def test_gpu_node_removed_mid_tokenize_loses_nothing(cluster, drill, tmp_path):
     def committed() -> int:
         return len(list(out.glob("tokens/*/slow/*.stats.json")))
 
-    removed, committed_before, on_cpu_node = _lose_gpu_node_mid_run(c, nodes, proc, committed)
-    text = (tmp_path / "tokenize.log").read_text()
-    assert removed, f"the GPU node was not removed mid-run:\n{text[-3000:]}"
-    assert committed_before < UNITS, "the removal should land mid-run"
-    assert not on_cpu_node  # the encoder pool lives on the node with the GPU resource
-    rerun = proc.returncode != 0
-    if rerun:  # allowed by the issue: a rerun resumes it
-        again = subprocess.run([sys.executable, "-m", "uvd", *args], env=cluster_env(c, s3_env),
-                               capture_output=True, text=True, timeout=120, cwd=ROOT)
-        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    committed_before, rerun = _lose_gpu_node_mid_run(c, nodes, proc, committed, UNITS, tmp_path / "tokenize.log",
+                                                     args, cluster_env(c, s3_env))
     print(f"node-loss tokenize drill: encoder actor in flight on the removed GPU node, {committed_before}/{UNITS} "
           f"token shards committed before, rerun needed: {rerun}")
     assert committed() == UNITS
@@ -294,16 +294,8 @@ def test_gpu_node_removed_mid_pseudo_label_loses_nothing(cluster, tmp_path):
     def committed() -> int:
         return len(list(out.glob("_uvd/units/*/*.stats.json")))
 
-    removed, committed_before, on_cpu_node = _lose_gpu_node_mid_run(c, nodes, proc, committed)
-    text = (tmp_path / "label.log").read_text()
-    assert removed, f"the GPU node was not removed mid-run:\n{text[-3000:]}"
-    assert committed_before < n, "the removal should land mid-run"
-    assert not on_cpu_node  # the labeller pool lives on the node with the GPU resource
-    rerun = proc.returncode != 0
-    if rerun:  # allowed by the issue: a rerun resumes it
-        again = subprocess.run([sys.executable, "-m", "uvd", *cmd], env=cluster_env(c, s3_env),
-                               capture_output=True, text=True, timeout=120, cwd=ROOT)
-        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    committed_before, rerun = _lose_gpu_node_mid_run(c, nodes, proc, committed, n, tmp_path / "label.log", cmd,
+                                                     cluster_env(c, s3_env))
     print(f"node-loss pseudo-label drill: labeller actor in flight on the removed GPU node, {committed_before}/{n} "
           f"units committed before, rerun needed: {rerun}")
     assert committed() == n
