@@ -5,7 +5,8 @@ pieces are the unit the stream deals out to ranks and DataLoader workers (train/
 
 The index is built from the tokenize job's index table (tokenize_job/token_index.py: rows, row
 groups, groups of rows per (source, task) for every shard), the units table and ONE listing of
-the folder (to confirm what exists, and at what size): no shard footer is opened. Shards without
+each source folder (uvd.layout.list_stats: in parallel slices by unit name on an object store) to
+confirm what exists, and at what size: no shard footer is opened. Shards without
 a row in that table (written by an older version, or copied in) are described from their footers,
 read in parallel on a bounded pool. The build's dedup table is read once per build; only shards
 tokenized under another dedup table than today's pay a read of their `sentence_id` column.
