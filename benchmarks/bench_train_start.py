@@ -6,6 +6,8 @@ of step 1 (index, first data reads of the DataLoader workers); "footers opened" 
 shards opened by the ranks while building the index (0 with the index table). "moto busy s" is
 the wall time with a request inside moto: moto 5 scans every key of the bucket for each LIST
 page, so at 10^5 shards its listing is far slower than S3's; the rest of the start-up is ours.
+`--indexed-listing` makes moto answer LIST from a sorted index of its key names (bisect on the
+prefix: tests/support/counting_s3.py `indexed_listing`), as S3 does, so the client is what is timed.
 
 The shards are copies of one real token shard (written by the tokenize job's writer) in the real
 layout: <root>/tokens/bench-tok/src/part-NNNNNNN.parquet + .stats.json, the tokens manifest, its
@@ -15,10 +17,12 @@ units table and the index table (manifest/index.parquet). `--no-index` removes t
     python benchmarks/bench_train_start.py                       # N = 10^3, 10^4, 10^5; local and s3
     python benchmarks/bench_train_start.py --sizes 1000 --where local
     python benchmarks/bench_train_start.py --sizes 1000 10000 --where s3 --no-index
+    python benchmarks/bench_train_start.py --where s3 --indexed-listing
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -165,7 +169,8 @@ def run_ranks(tokens: str, out: Path, world: int, workers: int) -> list[dict[str
     return rows
 
 
-def bench(n: int, where: str, index: bool, world: int, workers: int, tmp: Path) -> dict[str, Any]:
+def bench(n: int, where: str, index: bool, world: int, workers: int, tmp: Path,
+          indexed: bool = False) -> dict[str, Any]:
     local = tmp / f"n{n}"
     if not local.exists():
         write_tokens(local, n)
@@ -182,14 +187,14 @@ def bench(n: int, where: str, index: bool, world: int, workers: int, tmp: Path) 
         requests: Any = "-"
         server_s = None
     else:
-        from tests.support.counting_s3 import counting_moto, seed_moto  # moto, counting, on loopback
+        from tests.support.counting_s3 import counting_moto, indexed_listing, seed_moto  # moto, counting, on loopback
 
-        with counting_moto() as (_, count):
+        with counting_moto() as (_, count), indexed_listing() if indexed else contextlib.nullcontext():
             seed_moto(tok, "uvd", f"bench-{n}/tokens/{TOKENIZER}")
             count.reset()
             ranks = run_ranks(f"s3://uvd/bench-{n}/tokens/{TOKENIZER}", out, world, workers)
             requests, server_s = dict(count.by_method), count.server_s
-    return {"where": where, "N": n, "index_table": index, "ranks": ranks, "requests": requests,
+    return {"where": where + (" (indexed LIST)" if indexed and where != "local" else ""), "N": n, "index_table": index, "ranks": ranks, "requests": requests,
             "server_s": server_s if where != "local" else None}
 
 
@@ -198,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     p.add_argument("--where", nargs="+", choices=["local", "s3"], default=["local", "s3"])
     p.add_argument("--no-index", action="store_true", help="without manifest/index.parquet (older outputs)")
+    p.add_argument("--indexed-listing", action="store_true",
+                   help="moto answers LIST from a sorted index of key names, as S3 does (not its scan of every key)")
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers per rank")
     p.add_argument("--tmp", help="where to write the shards (default: a temp folder, removed at the end)")
@@ -209,11 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in args.sizes:
             for where in args.where:
-                r = bench(n, where, not args.no_index, args.ranks, args.workers, tmp)
+                r = bench(n, where, not args.no_index, args.ranks, args.workers, tmp, args.indexed_listing)
                 ranks = r["ranks"]
                 req = r["requests"] if isinstance(r["requests"], str) else \
                     f"{sum(r['requests'].values())} ({', '.join(f'{k} {v}' for k, v in sorted(r['requests'].items()))})"
-                print(f"| {where} | {n} | {'yes' if r['index_table'] else 'no'} "
+                print(f"| {r['where']} | {n} | {'yes' if r['index_table'] else 'no'} "
                       f"| {max(x['first_batch_s'] for x in ranks):.2f} | {max(x['step1_s'] for x in ranks):.2f} "
                       f"| {ranks[0]['index_s']:.2f} | {sum(x['footers_opened'] for x in ranks)} | {req} "
                       f"| {'-' if r['server_s'] is None else '%.2f' % r['server_s']} "
