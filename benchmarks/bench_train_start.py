@@ -194,8 +194,8 @@ def bench(n: int, where: str, index: bool, world: int, workers: int, tmp: Path,
             count.reset()
             ranks = run_ranks(f"s3://uvd/bench-{n}/tokens/{TOKENIZER}", out, world, workers)
             requests, server_s = dict(count.by_method), count.server_s
-    return {"where": where + (" (indexed LIST)" if indexed and where != "local" else ""), "N": n, "index_table": index, "ranks": ranks, "requests": requests,
-            "server_s": server_s if where != "local" else None}
+    label = where + (" (indexed LIST)" if indexed and where != "local" else "")
+    return {"where": label, "N": n, "index_table": index, "ranks": ranks, "requests": requests, "server_s": server_s}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,6 @@ import inspect
 from typing import Any, Callable
 
 import numpy as np
-
 from pydantic import Field, field_validator, model_validator
 
 from uvd.api import BuildContext
@@ -76,7 +75,6 @@ def check_task_names(names: list[str]) -> None:
     bad = [t for t in names if t not in TASKS and ":" not in t]
     if bad:
         raise ValueError(f"unknown task(s) {bad}; known: {', '.join(sorted(TASKS))}")
-
 
 
 class TaskChoice(Strict):

@@ -24,8 +24,7 @@ from sources.filters import FilterOptions, UnitFilters
 from sources.laion import UnitIds, settle
 from sources.laion_metadata import canonical_row, derive_id, match_columns, number
 from sources.listing import printable_id
-from sources.remote import is_remote
-from sources.remote import MAX_ITEM_BYTES, check_regular, read_bytes
+from sources.remote import MAX_ITEM_BYTES, check_regular, is_remote, read_bytes
 from uvd.url_redact import redact_text, redact_url
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path

@@ -19,8 +19,7 @@ from pydantic import Field, model_validator
 from trimesh.resolvers import FilePathResolver, Resolver
 
 from sources.listing import is_dir, list_files, read_text
-from sources.remote import is_remote
-from sources.remote import check_regular, local_copy, read_bytes, size_of
+from sources.remote import check_regular, is_remote, local_copy, read_bytes, size_of
 from uvd.api import Source, chunk
 from uvd.config import Strict, require_path
 from uvd.errors import BadInput

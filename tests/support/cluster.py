@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from uvd.procs import child_pids
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
@@ -163,22 +165,17 @@ def raylet_pid(node: Any) -> int:
 
 
 def busy_workers(node: Any, name: bytes) -> list[int]:
-    """Worker processes of `node` running a task or holding an actor whose name contains `name`
-    (Ray renames a busy worker `ray::<task>`, an actor's `ray::<class>...`)."""
-    parent = raylet_pid(node)
-
-    def match(cmdline: bytes, _: bytes) -> bool:
-        return cmdline.startswith(b"ray::") and name in cmdline.split(b"\0", 1)[0]
-
-    return [pid for pid in pids_matching(match) if _ppid(pid) == parent]
-
-
-def _ppid(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return -1
-    return int(stat.rsplit(")", 1)[1].split()[1])
+    """Worker processes of `node` (its raylet's children) running a task or holding an actor whose
+    name contains `name` (Ray renames a busy worker `ray::<task>`, an actor's `ray::<class>...`)."""
+    busy = []
+    for pid in child_pids(raylet_pid(node)):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:  # exited between the two reads
+            continue
+        if cmdline.startswith(b"ray::") and name in cmdline.split(b"\0", 1)[0]:
+            busy.append(pid)
+    return busy
 
 
 def add_worker(cluster: Any, kind: str) -> Any:
